@@ -1,0 +1,47 @@
+"""`loraforge setup kohya|simpletuner [--python PY] [--venv EXISTING] [--sd-scripts DIR]`.
+
+Creates the backend's own virtual environment under $LORAFORGE_HOME/envs/BACKEND, or registers an existing
+install (``--venv``: e.g. a kohya_ss or SimpleTuner venv you already use; it is never modified).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from backends.base import names
+
+    parser.add_argument("backend", choices=names())
+    parser.add_argument("--python", help="interpreter to build the venv with (default: found on PATH or in pyenv)")
+    parser.add_argument("--venv", help="register this existing virtual environment instead of creating one")
+    parser.add_argument(
+        "--sd-scripts", dest="root", help="kohya: the sd-scripts checkout (default: third_party/sd-scripts)"
+    )
+    parser.add_argument("--force", action="store_true", help="recreate a venv loraforge created before")
+
+
+def run(args: argparse.Namespace) -> int:
+    from backends import base
+    from orchestrator.display import console
+    from orchestrator.envs import save_env
+
+    con = console()
+    backend = base.get(args.backend)
+    env = backend.setup(  # type: ignore[attr-defined]
+        python=args.python,
+        venv=Path(args.venv).expanduser().resolve() if args.venv else None,
+        root=Path(args.root).expanduser().resolve() if args.root else None,
+        force=args.force,
+        console=con,
+    )
+    problems = backend.check(env)
+    if problems:
+        for problem in problems:
+            con.print(f"[red]problem:[/] {problem.message}" + (f"\n  fix: {problem.fix}" if problem.fix else ""))
+        return 1
+    save_env(env)
+    versions = ", ".join(f"{k} {v}" for k, v in env.versions.items())
+    con.print(f"[green]{args.backend} ready[/]: {env.python} ({versions})")
+    return 0

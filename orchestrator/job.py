@@ -1,0 +1,257 @@
+"""JobSpec: the one validated description of a training job.
+
+Layers, lowest first: built-in defaults < preset < job file < CLI flags (< ``--set a.b=value``). Every layer is a
+plain nested dict; :func:`merge_layers` folds them and :func:`build_job` validates the result once, reporting
+every problem at once with its dotted field path, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import ConfigError
+
+Family = Literal["sd15", "sdxl", "flux"]
+Subject = Literal["face", "object", "style"]
+Precision = Literal["fp32", "fp16", "bf16"]
+Optimizer = Literal["adamw", "adamw8bit", "adafactor", "prodigy", "lion", "sgd", "dadaptadam"]
+Scheduler = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
+NetworkType = Literal["lora", "locon", "loha", "lokr", "ia3", "dylora", "glora", "boft", "diag-oft"]
+LoraFormat = Literal["kohya", "diffusers"]
+
+ArgValue = str | int | float | bool | None | list[str | int | float | bool]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Network(_Model):
+    type: NetworkType = Field("lora", description="LoRA or a LyCORIS algorithm")
+    rank: int = Field(16, ge=1, le=1024, description="network dim: the adapter's rank")
+    alpha: float | None = Field(None, gt=0, description="scale = alpha / rank; default: equal to rank")
+    dropout: float | None = Field(None, ge=0, lt=1)
+    args: dict[str, ArgValue] = Field(default_factory=dict, description="extra network arguments (conv_dim, ...)")
+
+
+class Training(_Model):
+    learning_rate: float = Field(1e-4, gt=0, le=1, description="UNet / transformer learning rate")
+    text_encoder_lr: float | None = Field(None, ge=0, le=1, description="0 or unset: text encoder not trained")
+    steps: int | None = Field(None, ge=1, description="optimizer steps; or give epochs")
+    epochs: int | None = Field(None, ge=1)
+    repeats: int = Field(1, ge=1, description="how often each image is seen per epoch")
+    batch_size: int = Field(1, ge=1, le=256)
+    gradient_accumulation: int = Field(1, ge=1, le=1024)
+    resolution: int = Field(1024, ge=64, le=4096, description="training resolution in pixels (bucketed)")
+    optimizer: Optimizer = "adamw"
+    scheduler: Scheduler = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    seed: int = Field(42, ge=0)
+    precision: Precision = Field("bf16", description="mixed precision; fp32 on CPU")
+    gradient_checkpointing: bool = True
+    cache_latents: bool = True
+    noise_offset: float | None = Field(None, ge=0, le=1)
+    min_snr_gamma: float | None = Field(None, gt=0)
+    validation_split: float = Field(0.0, ge=0, lt=1, description="share of images held out for validation loss")
+
+    @field_validator("resolution")
+    @classmethod
+    def _multiple_of_64(cls, value: int) -> int:
+        if value % 64:
+            raise ValueError(f"must be a multiple of 64 (e.g. {value // 64 * 64 or 64} or {(value // 64 + 1) * 64})")
+        return value
+
+
+class Saving(_Model):
+    every_n_steps: int | None = Field(None, ge=1, description="checkpoint every N steps")
+    keep_last: int | None = Field(None, ge=1, description="keep only the newest K checkpoints")
+    format: LoraFormat = Field("kohya", description="key layout of the final LoRA file")
+
+
+class Sampling(_Model):
+    every_n_steps: int | None = Field(None, ge=1)
+    prompts: list[str] = Field(default_factory=list)
+    seed: int = 42
+    steps: int = Field(20, ge=1)
+
+
+class Output(_Model):
+    dir: Path = Field(Path("runs"), description="folder that holds run folders")
+    name: str | None = Field(None, description="file name of the LoRA, without .safetensors; default: the job name")
+
+
+class Distributed(_Model):
+    gpus: int = Field(1, ge=1, description="processes per node")
+    nodes: int = Field(1, ge=1)
+    ddp_timeout_minutes: int | None = Field(None, ge=1)
+
+
+class JobSpec(_Model):
+    name: str = Field(..., min_length=1, max_length=100, description="job name; used for the run folder")
+    base_model: str = Field(..., min_length=1, description="local file or folder, or a Hugging Face hub id")
+    family: Family | None = Field(None, description="inferred from the model files where possible")
+    subject: Subject = "face"
+    trigger: str | None = Field(None, description="unique token that activates the learned identity")
+    dataset: Path = Field(..., description="folder of images with .txt captions")
+    network: Network = Field(default_factory=Network)
+    training: Training = Field(default_factory=Training)
+    saving: Saving = Field(default_factory=Saving)
+    sampling: Sampling = Field(default_factory=Sampling)
+    output: Output = Field(default_factory=Output)
+    distributed: Distributed = Field(default_factory=Distributed)
+    backend_args: dict[str, dict[str, ArgValue]] = Field(
+        default_factory=dict, description="raw options passed to one backend only, e.g. backend_args.kohya"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError("use letters, digits, '.', '_' and '-' only (it names folders and files)")
+        return value
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> JobSpec:
+        if self.training.steps is None and self.training.epochs is None:
+            raise ValueError("training.steps or training.epochs is required (e.g. training.steps=1000)")
+        return self
+
+    @property
+    def lora_name(self) -> str:
+        return self.output.name or self.name
+
+    @property
+    def alpha(self) -> float:
+        return self.network.alpha if self.network.alpha is not None else float(self.network.rank)
+
+
+# --- layering -------------------------------------------------------------------------------------------------
+
+
+def merge_layers(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge dicts, later layers winning. ``steps`` and ``epochs`` replace each other across layers."""
+    result: dict[str, Any] = {}
+    for layer in layers:
+        layer = copy.deepcopy(layer)
+        training = layer.get("training")
+        if isinstance(training, dict) and isinstance(result.get("training"), dict):
+            # A later layer that says how long to train replaces an earlier layer's way of saying it.
+            if "steps" in training and "epochs" not in training:
+                result["training"].pop("epochs", None)
+            if "epochs" in training and "steps" not in training:
+                result["training"].pop("steps", None)
+        _deep_update(result, layer)
+    return result
+
+
+def _deep_update(target: dict[str, Any], source: dict[str, Any]) -> None:
+    for key, value in source.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict) and key not in ("args",):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
+
+
+def parse_assignment(text: str) -> dict[str, Any]:
+    """``training.learning_rate=1e-4`` -> ``{"training": {"learning_rate": 0.0001}}`` (value read as YAML)."""
+    if "=" not in text:
+        raise ConfigError([f"--set {text!r}: expected KEY=VALUE, e.g. network.rank=32"])
+    key, _, raw = text.partition("=")
+    value = parse_scalar(raw)
+    node: dict[str, Any] = {}
+    parts = key.strip().split(".")
+    cursor = node
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return node
+
+
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def parse_scalar(raw: str) -> Any:
+    """YAML scalar, except that ``1e-4`` (which YAML 1.1 reads as a string) is a float."""
+    raw = raw.strip()
+    if _FLOAT.match(raw):
+        return float(raw)
+    try:
+        return yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def _fix_yaml_floats(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _fix_yaml_floats(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fix_yaml_floats(v) for v in node]
+    if isinstance(node, str) and _FLOAT.match(node.strip()):
+        return float(node)
+    return node
+
+
+def load_yaml_layer(path: Path) -> dict[str, Any]:
+    """Read a job file as a layer. Relative paths in it are relative to the file's folder."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"job file {path} does not exist"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path} is not valid YAML: {exc}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}"])
+    data = _fix_yaml_floats(data)
+    base = path.parent
+    for key in ("dataset", "base_model"):
+        value = data.get(key)
+        if isinstance(value, str) and (value.startswith(("./", "../")) or key == "dataset"):
+            candidate = Path(value).expanduser()
+            if not candidate.is_absolute():
+                data[key] = str((base / candidate).resolve())
+    output = data.get("output")
+    if isinstance(output, dict) and isinstance(output.get("dir"), str) and not Path(output["dir"]).is_absolute():
+        output["dir"] = str((base / output["dir"]).resolve())
+    return data
+
+
+def build_job(data: dict[str, Any], source: str | None = None) -> JobSpec:
+    """Validate a merged layer dict into a JobSpec, or raise ConfigError listing every problem."""
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([describe_error(err) for err in exc.errors()], source) from None
+
+
+def describe_error(err: Any) -> str:
+    path = ".".join(str(p) for p in err["loc"]) or "(job)"
+    kind = err["type"]
+    given = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return f"{path}: unknown setting (given {given!r}); check the spelling, see `loraforge render --explain`"
+    if kind == "missing":
+        return f"{path}: required, not given"
+    if kind == "literal_error":
+        return f"{path}: got {given!r}; allowed: {ctx.get('expected')}"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return f"{path}: got {given!r}; {msg}"
+
+
+def job_to_dict(job: JobSpec) -> dict[str, Any]:
+    """Plain, YAML-safe dict (paths as strings), suitable for job.yaml in a run folder."""
+    return job.model_dump(mode="json")
+
+
+def dump_job(job: JobSpec) -> str:
+    return yaml.safe_dump(job_to_dict(job), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,193 @@
+"""Run a backend as a child process without losing a byte or leaving a process behind.
+
+- The child gets its own process group (accelerate spawns the real trainer as a grandchild; signals go to both).
+- stdout and stderr are drained by two threads, so the child never blocks on a full pipe; their raw bytes are
+  teed to ``logs/stdout.log`` and ``logs/stderr.log`` before anything else looks at them.
+- The caller's ``on_output(stream, data)`` runs on the calling thread, in arrival order.
+- Ctrl-C or SIGTERM (or :meth:`Child.stop`) forwards SIGINT to the group, waits, then SIGTERM, then SIGKILL.
+- The child's exit status decides ours: a signal death is reported as 128 + signal number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    returncode: int
+    interrupted: bool
+    seconds: float
+    pid: int
+
+
+OutputHandler = Callable[[str, bytes], None]
+
+
+class Child:
+    """A started child process; :meth:`wait` pumps its output to the handler until it exits."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None,
+        cwd: Path | None,
+        log_dir: Path,
+        grace_s: float = 15.0,
+    ) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.grace_s = grace_s
+        self.interrupted = False
+        self._stop_requested = threading.Event()
+        self._queue: queue.Queue[tuple[str, bytes | None]] = queue.Queue()
+        self._start = time.monotonic()
+        self.process = subprocess.Popen(
+            list(argv),
+            cwd=str(cwd) if cwd else None,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.pid = self.process.pid
+        self._readers = [
+            threading.Thread(
+                target=self._drain, args=("stdout", self.process.stdout, log_dir / "stdout.log"), daemon=True
+            ),
+            threading.Thread(
+                target=self._drain, args=("stderr", self.process.stderr, log_dir / "stderr.log"), daemon=True
+            ),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _drain(self, stream: str, pipe, log_path: Path) -> None:  # type: ignore[no-untyped-def]
+        fd = pipe.fileno()
+        with log_path.open("ab") as log:
+            while True:
+                try:
+                    data = os.read(fd, CHUNK)
+                except OSError:
+                    break
+                if not data:
+                    break
+                log.write(data)
+                log.flush()
+                self._queue.put((stream, data))
+        pipe.close()
+        self._queue.put((stream, None))
+
+    def stop(self) -> None:
+        """Ask the child to stop (thread-safe): SIGINT now, escalating if it does not exit."""
+        self.interrupted = True
+        self._stop_requested.set()
+
+    def _signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    def wait(self, on_output: OutputHandler | None = None) -> ProcessResult:
+        open_streams = 2
+        escalation: list[tuple[float, int]] = []
+        sent_stop = False
+        while True:
+            if self._stop_requested.is_set() and not sent_stop:
+                sent_stop = True
+                now = time.monotonic()
+                self._signal_group(signal.SIGINT)
+                escalation = [(now + self.grace_s, signal.SIGTERM), (now + 2 * self.grace_s, signal.SIGKILL)]
+            if escalation and self.process.poll() is None and time.monotonic() >= escalation[0][0]:
+                self._signal_group(escalation.pop(0)[1])
+            try:
+                stream, data = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if open_streams == 0 or self._orphaned_pipes():
+                    break
+                continue
+            if data is None:
+                open_streams -= 1
+                if open_streams == 0 and self.process.poll() is not None:
+                    break
+                continue
+            if on_output is not None:
+                on_output(stream, data)
+        returncode = self.process.wait()
+        # Nothing the child started may outlive it (a grandchild holding the pipes, a stray dataloader worker).
+        self._signal_group(signal.SIGKILL)
+        for reader in self._readers:
+            reader.join(timeout=2)
+        self._flush_queue(on_output)
+        if returncode < 0:
+            returncode = 128 - returncode
+        return ProcessResult(returncode, self.interrupted, time.monotonic() - self._start, self.pid)
+
+    def _orphaned_pipes(self) -> bool:
+        """The child exited but something it started still holds the pipes open: give it a moment, then stop."""
+        if self.process.poll() is None:
+            return False
+        if not hasattr(self, "_exited_at"):
+            self._exited_at = time.monotonic()
+        return time.monotonic() - self._exited_at > 5.0
+
+    def _flush_queue(self, on_output: OutputHandler | None) -> None:
+        while True:
+            try:
+                stream, data = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if data and on_output is not None:
+                on_output(stream, data)
+
+
+class forward_signals:
+    """Context manager: while active, SIGINT/SIGTERM to us stop the child (gracefully) instead of killing us."""
+
+    def __init__(self, child: Child) -> None:
+        self.child = child
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> forward_signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.child.interrupted:
+            self.child._signal_group(signal.SIGTERM)  # a second Ctrl-C: do not wait for the grace period
+        self.child.stop()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def run_process(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    log_dir: Path,
+    on_output: OutputHandler | None = None,
+    grace_s: float = 15.0,
+    on_start: Callable[[Child], None] | None = None,
+) -> ProcessResult:
+    """Start ``argv``, pump its output to ``on_output`` and return when it (and everything it started) is gone."""
+    child = Child(argv, env=env, cwd=cwd, log_dir=log_dir, grace_s=grace_s)
+    if on_start is not None:
+        on_start(child)
+    with forward_signals(child):
+        return child.wait(on_output)
