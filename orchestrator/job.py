@@ -249,8 +249,11 @@ def describe_error(err: Any) -> str:
 
 
 def job_to_dict(job: JobSpec) -> dict[str, Any]:
-    """Plain, YAML-safe dict (paths as strings), suitable for job.yaml in a run folder."""
-    return job.model_dump(mode="json")
+    """Plain, YAML-safe dict (paths as absolute strings), suitable for job.yaml in a run folder."""
+    data = job.model_dump(mode="json")
+    data["dataset"] = str(Path(job.dataset).expanduser().resolve())
+    data["output"]["dir"] = str(Path(job.output.dir).expanduser().resolve())
+    return data
 
 
 def dump_job(job: JobSpec) -> str:
