@@ -9,8 +9,8 @@ import sys
 def _imported_after(args: list[str]) -> set[str]:
     code = (
         "import sys\nfrom orchestrator.cli import main\n"
-        "try:\n    main(%r)\nexcept SystemExit:\n    pass\n"
-        "print('\\n'.join(sorted(sys.modules)))" % (args,)
+        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+        "print('\\n'.join(sorted(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return set(out.stdout.split())
