@@ -132,8 +132,10 @@ def run_training(
     run: RunDir | None = None,
     resume: Resume | None = None,
     on_start: Callable[[Child], None] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> RunOutcome:
-    """Train ``job`` with ``backend_name``. A new run folder unless ``run`` is given (resume continues in it)."""
+    """Train ``job`` with ``backend_name``. A new run folder unless ``run`` is given (resume continues in it).
+    ``extra_env`` is added to the child's environment (compare pins each arm to its GPU this way)."""
     backend = base.get(backend_name)
     job, env = preflight(job, backend)
     if run is None:
@@ -141,7 +143,7 @@ def run_training(
     sink = EventSink(run, list(handlers or []))
     start = time.monotonic()
     try:
-        return _run(job, backend, env, run, sink, resume, on_start, start)
+        return _run(job, backend, env, run, sink, resume, on_start, start, extra_env)
     finally:
         sink.close()
 
@@ -155,6 +157,7 @@ def _run(
     resume: Resume | None,
     on_start: Callable[[Child], None] | None,
     start: float,
+    extra_env: dict[str, str] | None = None,
 ) -> RunOutcome:
     sink.emit(Phase("setup"))
     with _live_channel(backend, sink.emit):
@@ -170,8 +173,9 @@ def _run(
             for event in parser.feed(data, stream):
                 sink.emit(event)
 
+        child_env = {**launch.env, **extra_env} if extra_env else launch.env
         result = run_process(
-            launch.argv, env=launch.env, cwd=launch.cwd, log_dir=run.logs, on_output=on_output, on_start=on_start
+            launch.argv, env=child_env, cwd=launch.cwd, log_dir=run.logs, on_output=on_output, on_start=on_start
         )
         for event in parser.finish(result.returncode):
             sink.emit(event)
