@@ -1,0 +1,743 @@
+"""The SimpleTuner backend: JobSpec -> config.json + multidatabackend.json, ``python -m simpletuner.train``.
+
+Top to bottom: versions and pins, device and CPU-only settings, the option mapping, rendering, the command, the
+environment (setup and check), the side channel (raw webhooks to a loopback receiver), the stderr parser (the
+fallback when webhooks are silent) and collection of the LoRA and checkpoints.
+
+Facts this module relies on (SimpleTuner 4.10.1, verified on CPU; see the project's reference notes):
+- it needs Python >= 3.12 and transformers 5.22.2 (5.23 breaks every run); its SD 1.x path is broken;
+- on CPU: ``vae_cache_ondemand`` (else a CUDA pin_memory path crashes), the model's own VAE (the default is a hub
+  id), validation off (previews fetch a hub model), optimi-adamw (adamw_schedulefree crashes), no mixed precision;
+- the aspect bucket cache is written into the image folder itself, so each run trains from its own folder of
+  links to the dataset: a stale cache from another run can never meet a changed config;
+- ``CONFIG_BACKEND=json CONFIG_PATH=...`` is honoured and key=value CLI overrides are not; ``resume_from_checkpoint``
+  takes a checkpoint folder name inside ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from backends.base import Artifacts, Launch, Problem, Rendered, Resume
+from orchestrator.envs import BackendEnv, find_python, home, load_registry, python_version, venv_python
+from orchestrator.errors import BackendNotReady, LoraforgeError
+from orchestrator.events import Checkpoint, Event, Failure, Log, Phase, Progress
+from orchestrator.job import JobSpec
+from orchestrator.render import render_template, write_rendered
+
+VERSION = "4.10.1"
+PYTHON_MIN = (3, 12)
+PYTHON_MAX = (3, 15)  # exclusive
+PINS = {"torch": "2.13.0", "torchvision": "0.28.0", "transformers": "5.22.2"}
+VENV_SIZE_GB = 7.0  # measured: the CPU install with torch 2.13 and its wheels
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+OPTIMIZERS = {  # JobSpec optimizer -> SimpleTuner optimizer (GPU); CPU swaps adamw for optimi-adamw
+    "adamw": "adamw_bf16",
+    "adamw8bit": "bnb-adamw8bit",
+    "adafactor": "torch-adafactor",
+    "prodigy": "prodigy",
+    "lion": "optimi-lion",
+    "sgd": "optimi-sgd",
+}
+PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+
+
+# --- device -----------------------------------------------------------------------------------------------------
+
+
+def target_device() -> str:
+    """ "cuda" or "cpu": $LORAFORGE_SIMPLETUNER_DEVICE, else what setup probed in the env's torch, else nvidia-smi."""
+    override = os.environ.get("LORAFORGE_SIMPLETUNER_DEVICE", "").lower()
+    if override in ("cpu", "cuda"):
+        return override
+    env = load_registry().get("simpletuner")
+    if env is not None and "cuda" in env.versions:
+        return "cpu" if env.versions["cuda"] in ("", "no") else "cuda"
+    return "cuda" if _nvidia_smi_works() else "cpu"
+
+
+def _nvidia_smi_works() -> bool:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return False
+    try:
+        return subprocess.run([exe, "-L"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+# --- the option mapping -----------------------------------------------------------------------------------------
+
+
+def _layout(workdir: Path) -> tuple[Path, Path]:
+    """(base, output_dir): inside a run folder, rendered/ sits beside output/; elsewhere everything goes in workdir."""
+    base = workdir.parent if workdir.name == "rendered" else workdir
+    return base, base / "output" / "simpletuner"
+
+
+def output_dir(run_path: Path) -> Path:
+    return run_path / "output" / "simpletuner"
+
+
+def map_options(
+    job: JobSpec, *, device: str, offline: bool, data_dir: Path, cache: Path, out: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """(config.json values, multidatabackend.json entries, notes on what could not be expressed)."""
+    t, n, s = job.training, job.network, job.saving
+    notes: list[str] = []
+    cpu = device == "cpu"
+    local_model = Path(job.base_model).expanduser().is_dir()
+
+    optimizer = OPTIMIZERS.get(t.optimizer)
+    if optimizer is None:
+        optimizer = "optimi-adamw"
+        notes.append(f"training.optimizer={t.optimizer} has no SimpleTuner equivalent; using optimi-adamw")
+    if t.optimizer == "adamw" and (cpu or t.precision != "bf16"):
+        optimizer = "optimi-adamw" if cpu else "torch-adamw"
+    if cpu and optimizer.startswith("bnb-"):
+        notes.append(f"training.optimizer={t.optimizer}: bitsandbytes needs CUDA; using optimi-adamw on CPU")
+        optimizer = "optimi-adamw"
+    precision = PRECISION[t.precision]
+    if cpu and precision != "no":
+        notes.append(f"training.precision={t.precision}: no mixed precision on CPU; training in fp32")
+        precision = "no"
+
+    config: dict[str, Any] = {
+        "model_family": job.family,
+        "model_type": "lora",
+        "lora_type": "standard",
+        "lora_rank": n.rank,
+        "lora_alpha": job.alpha,
+        "pretrained_model_name_or_path": job.base_model,
+        "output_dir": str(out),
+        "max_train_steps": t.steps or 0,
+        "num_train_epochs": t.epochs or 0 if not t.steps else 0,
+        "learning_rate": t.learning_rate,
+        "lr_scheduler": t.scheduler,
+        "lr_warmup_steps": t.warmup_steps,
+        "optimizer": optimizer,
+        "mixed_precision": precision,
+        "base_model_precision": "no_change",
+        "train_batch_size": t.batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation,
+        "resolution": t.resolution,
+        "resolution_type": "pixel",
+        "seed": t.seed,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "noise_offset": t.noise_offset or 0.0,
+        "report_to": "none",
+        "push_to_hub": False,
+        "use_ema": False,
+    }
+    if t.steps and t.epochs:
+        notes.append(f"training.epochs={t.epochs} ignored: training.steps={t.steps} decides the length")
+    if n.dropout is not None:
+        config["lora_dropout"] = n.dropout
+    if t.min_snr_gamma is not None:
+        config["snr_gamma"] = t.min_snr_gamma
+    if s.every_n_steps is not None:
+        config["checkpoint_step_interval"] = s.every_n_steps
+    if s.keep_last is not None:
+        config["checkpoints_total_limit"] = s.keep_last
+    if n.type != "lora":
+        notes.append(f"network.type={n.type}: LyCORIS through SimpleTuner is not mapped yet; training a standard LoRA")
+    if n.args:
+        notes.append(f"network.args {sorted(n.args)} are sd-scripts network arguments; not passed to SimpleTuner")
+    if t.text_encoder_lr:
+        notes.append(f"training.text_encoder_lr={t.text_encoder_lr}: SimpleTuner LoRA trains the UNet only here")
+    if not t.cache_latents:
+        notes.append("training.cache_latents=false: SimpleTuner always caches VAE latents (on demand on CPU)")
+    if t.validation_split:
+        notes.append(
+            f"training.validation_split={t.validation_split}: no held-out split is rendered for SimpleTuner yet"
+        )
+    if s.format != "diffusers":
+        pass  # the final file's key layout is decided after training (orchestrator.lora), not by SimpleTuner
+
+    # CPU-only / offline settings: only where they are needed, never forced on a GPU that is online.
+    if cpu or offline:
+        if local_model:
+            config["pretrained_vae_model_name_or_path"] = job.base_model
+        config["validation_disable"] = True
+        config["disable_benchmark"] = True
+        if job.sampling.every_n_steps:
+            why = "on CPU" if cpu else "offline (HF_HUB_OFFLINE)"
+            notes.append(f"sampling.every_n_steps={job.sampling.every_n_steps}: SimpleTuner validation is off {why}")
+    elif job.sampling.every_n_steps and job.sampling.prompts:
+        config["validation_step_interval"] = job.sampling.every_n_steps
+        config["validation_prompt"] = job.sampling.prompts[0]
+        config["validation_seed"] = job.sampling.seed
+        config["validation_num_inference_steps"] = job.sampling.steps
+        if len(job.sampling.prompts) > 1:
+            notes.append("sampling.prompts: SimpleTuner's config takes one validation prompt; using the first")
+    else:
+        config["validation_disable"] = True
+
+    config.update(job.backend_args.get("simpletuner", {}))
+
+    dataset: dict[str, Any] = {
+        "id": "loraforge-images",
+        "type": "local",
+        "instance_data_dir": str(data_dir),
+        "caption_strategy": "textfile",
+        "crop": False,
+        "resolution": t.resolution,
+        "resolution_type": "pixel",
+        "minimum_image_size": min(64, t.resolution),
+        "repeats": t.repeats - 1,  # SimpleTuner counts extra passes; the JobSpec counts passes
+        "cache_dir_vae": str(cache / "vae"),
+    }
+    if cpu:
+        dataset["vae_cache_ondemand"] = True
+    text_embeds = {
+        "id": "text-embeds",
+        "dataset_type": "text_embeds",
+        "default": True,
+        "type": "local",
+        "cache_dir": str(cache / "text"),
+    }
+    return config, [dataset, text_embeds], notes
+
+
+def link_dataset(source: Path, target: Path) -> int:
+    """A fresh per-run image folder: hard links where possible (no copy), else copies. Returns the file count."""
+    if target.exists():
+        shutil.rmtree(target)
+    count = 0
+    for path in sorted(source.rglob("*")):
+        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(source).parts):
+            continue
+        if path.suffix.lower() == ".json" and "aspect" in path.name:
+            continue  # a bucket cache SimpleTuner left in the user's folder belongs to another config
+        dest = target / path.relative_to(source)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, dest)
+        except OSError:
+            shutil.copy2(path, dest)
+        count += 1
+    return count
+
+
+# --- the backend ------------------------------------------------------------------------------------------------
+
+
+class SimpleTunerBackend:
+    name = "simpletuner"
+    families = frozenset({"sdxl", "flux"})
+
+    def __init__(self) -> None:
+        self._channel: _Channel | None = None
+
+    # rendering -----------------------------------------------------------------------------------------------
+
+    def render(self, job: JobSpec, workdir: Path, *, resume: Resume | None = None) -> Rendered:
+        refuse_family(job.family)
+        base, out = _layout(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        data_dir = base / "data"
+        link_dataset(Path(job.dataset).expanduser().resolve(), data_dir)
+        config, datasets, notes = map_options(
+            job, device=target_device(), offline=_offline(), data_dir=data_dir, cache=base / "cache", out=out
+        )
+        files: dict[str, Path] = {}
+        files["multidatabackend"] = write_rendered(
+            workdir / "multidatabackend.json",
+            render_template("simpletuner/multidatabackend.json.j2", datasets=datasets),
+        )
+        config["data_backend_config"] = str(files["multidatabackend"])
+        if resume is not None:
+            if resume.state.parent.resolve() != out.resolve():
+                raise LoraforgeError(
+                    f"checkpoint {resume.state} is not in this run's SimpleTuner output folder {out}",
+                    "resume the run folder the checkpoint belongs to",
+                )
+            config["resume_from_checkpoint"] = resume.state.name
+        if self._channel is not None:
+            hooks = [{"webhook_type": "raw", "callback_url": self._channel.url, "log_level": "info"}]
+            files["webhooks"] = write_rendered(
+                workdir / "webhooks.json", render_template("simpletuner/webhooks.json.j2", hooks=hooks)
+            )
+            config["webhook_config"] = str(files["webhooks"])
+        files["config"] = write_rendered(
+            workdir / "config.json", render_template("simpletuner/config.json.j2", config=config)
+        )
+        for label, expected in (("config", config), ("multidatabackend", datasets)):
+            parsed = json.loads(files[label].read_text(encoding="utf-8"))
+            if parsed != expected:
+                raise LoraforgeError(f"rendered {files[label]} does not match the intended values", "report this bug")
+        return Rendered(files=files, notes=notes, values=config)
+
+    def command(self, job: JobSpec, rendered: Rendered, env: BackendEnv) -> Launch:
+        """``python -m simpletuner.train`` (one process) or accelerate with an explicit config (several)."""
+        child_env = dict(os.environ)
+        child_env.update(
+            {
+                "CONFIG_BACKEND": "json",
+                "CONFIG_PATH": str(rendered.files["config"]),
+                "SIMPLETUNER_DISABLE_COLORS": "1",
+                "PYTHONUNBUFFERED": "1",
+                "ACCELERATE_CONFIG_FILE": os.devnull,  # a user's own accelerate default never changes a run
+            }
+        )
+        if self._channel is not None:
+            child_env["SIMPLETUNER_JOB_ID"] = self._channel.job_id
+        if target_device() == "cpu":
+            child_env.setdefault("CUDA_VISIBLE_DEVICES", "")
+        python = str(env.python)
+        processes = job.distributed.gpus * job.distributed.nodes
+        if processes > 1:
+            accelerate = rendered.files.get("accelerate")
+            if accelerate is None:
+                raise LoraforgeError(
+                    f"distributed.gpus={job.distributed.gpus}, nodes={job.distributed.nodes}: multi-process "
+                    "SimpleTuner needs a rendered accelerate config, which this version does not write yet",
+                    "train on one GPU (--gpus 1) for now",
+                )
+            argv = [python, "-m", "accelerate.commands.launch", "--config_file", str(accelerate)]
+            argv += ["-m", "simpletuner.train"]
+        else:
+            argv = [python, "-m", "simpletuner.train"]
+        cwd = rendered.files["config"].parent  # SimpleTuner writes debug.log into its working directory
+        return Launch(argv=argv, env=child_env, cwd=cwd)
+
+    def parser(self) -> SimpleTunerLogParser:
+        channel = self._channel
+        return SimpleTunerLogParser(webhooks_live=channel.live if channel else None)
+
+    def collect(self, job: JobSpec, workdir: Path) -> Artifacts:
+        out = output_dir(workdir)
+        lora = out / LORA_FILE
+        checkpoints = []
+        if out.is_dir():
+            for folder in out.glob("checkpoint-*"):
+                match = re.fullmatch(r"checkpoint-(\d+)", folder.name)
+                if match and folder.is_dir():
+                    checkpoints.append((int(match.group(1)), folder))
+        checkpoints.sort()
+        resume = Resume(state=checkpoints[-1][1], step=checkpoints[-1][0]) if checkpoints else None
+        return Artifacts(lora=lora if lora.exists() else None, checkpoints=checkpoints, resume=resume)
+
+    # the side channel -----------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def open_channel(self, emit: Callable[[Event], None]) -> Iterator[None]:
+        """Receive SimpleTuner's raw webhooks for the duration of a run and turn them into events."""
+        from orchestrator.webhook import WebhookReceiver
+
+        translator = WebhookTranslator()
+        live = threading.Event()
+
+        def on_payload(payload: dict[str, Any]) -> None:
+            live.set()
+            for event in translator.events(payload):
+                emit(event)
+
+        with WebhookReceiver(on_payload) as receiver:
+            self._channel = _Channel(url=receiver.url, job_id=receiver.job_id, live=live)
+            try:
+                yield
+            finally:
+                self._channel = None
+
+    # environment ----------------------------------------------------------------------------------------------
+
+    def check(self, env: BackendEnv) -> list[Problem]:
+        setup = "loraforge setup simpletuner"
+        if not env.python.exists():
+            return [Problem(f"interpreter {env.python} does not exist", f"{setup} --force")]
+        version = python_version(env.python)
+        if version is None:
+            return [Problem(f"interpreter {env.python} does not run", f"{setup} --force")]
+        if version[:2] < PYTHON_MIN or version[:2] >= PYTHON_MAX:
+            shown = ".".join(map(str, version))
+            return [
+                Problem(
+                    f"{env.python} is Python {shown}; SimpleTuner {VERSION} needs Python >= 3.12, < 3.15",
+                    f"{setup} --force --python /path/to/python3.12",
+                )
+            ]
+        installed = package_versions(env.python, ["simpletuner", "transformers", "torch"])
+        pip = f"{env.python} -m pip install"
+        problems = []
+        if installed.get("simpletuner") is None:
+            problems.append(Problem("simpletuner is not installed in this environment", f"{setup} --force"))
+        elif installed["simpletuner"] != VERSION:
+            problems.append(
+                Problem(
+                    f"simpletuner {installed['simpletuner']} is installed; loraforge is verified with {VERSION}",
+                    f'{pip} "simpletuner[cpu]=={VERSION}" transformers=={PINS["transformers"]}',
+                )
+            )
+        transformers = installed.get("transformers")
+        if transformers is not None and transformers != PINS["transformers"]:
+            problems.append(
+                Problem(
+                    f"transformers {transformers} is installed; SimpleTuner {VERSION} needs {PINS['transformers']} "
+                    "(5.23 and later break every run)",
+                    f"{pip} transformers=={PINS['transformers']}",
+                )
+            )
+        return problems
+
+    def setup(
+        self, *, python: str | None, venv: Path | None, root: Path | None, force: bool, console: Any
+    ) -> BackendEnv:
+        from orchestrator.commands.setup_progress import run_pip
+
+        if venv is not None:
+            exe = venv_python(venv)
+            if not exe.exists():
+                raise BackendNotReady(f"--venv {venv}: no interpreter at {exe}", "pass the folder of a virtual env")
+            return describe_env(exe, managed=False)
+        target = home() / "envs" / "simpletuner"
+        exe = venv_python(target)
+        if exe.exists() and not force:
+            env = describe_env(exe, managed=True)
+            if not self.check(env):
+                console.print(f"simpletuner environment already at {target} (use --force to recreate)")
+                return env
+        interpreter, version = find_python(PYTHON_MIN, PYTHON_MAX, python)
+        cuda = _nvidia_smi_works()
+        extra = "cuda" if cuda else "cpu"
+        console.print(
+            f"creating {target} with Python {'.'.join(map(str, version))} ({interpreter}); installing "
+            f"simpletuner[{extra}]=={VERSION}: about {VENV_SIZE_GB:.0f} GB of disk, several minutes"
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        subprocess.run([str(interpreter), "-m", "venv", str(target)], check=True, capture_output=True)
+        constraints = target / "loraforge-constraints.txt"
+        constraints.write_text("".join(f"{k}=={v}\n" for k, v in PINS.items()), encoding="utf-8")
+        run_pip(
+            [str(exe), "-m", "pip", "install", f"simpletuner[{extra}]=={VERSION}", "-c", str(constraints)],
+            console=console,
+            label=f"simpletuner {VERSION}",
+        )
+        return describe_env(exe, managed=True)
+
+
+class _Channel:
+    def __init__(self, *, url: str, job_id: str, live: threading.Event) -> None:
+        self.url = url
+        self.job_id = job_id
+        self.live = live
+
+
+def refuse_family(family: str | None) -> None:
+    if family == "sd15":
+        raise LoraforgeError(
+            f"SimpleTuner {VERSION} cannot train SD 1.5 models (its SD 1.x pipeline fails to load)",
+            "train SD 1.5 with sd-scripts: --backend kohya",
+        )
+    if family not in SimpleTunerBackend.families:
+        raise LoraforgeError(f"SimpleTuner cannot train family {family!r}", "SimpleTuner trains: sdxl, flux")
+
+
+def package_versions(python: Path, names: list[str]) -> dict[str, str | None]:
+    """Installed versions read from package metadata (nothing is imported, so this is quick)."""
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "def v(n):\n"
+        "    try: return m.version(n)\n"
+        "    except m.PackageNotFoundError: return None\n"
+        "print(json.dumps({n: v(n) for n in sys.argv[1:]}))"
+    )
+    try:
+        out = subprocess.run([str(python), "-c", code, *names], capture_output=True, text=True, timeout=60)
+        return json.loads(out.stdout) if out.returncode == 0 else {}
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return {}
+
+
+def describe_env(python: Path, *, managed: bool) -> BackendEnv:
+    """A BackendEnv with versions and whether its torch sees CUDA (probed once here; render reads it back)."""
+    versions = {k: v for k, v in package_versions(python, ["simpletuner", "torch", "transformers"]).items() if v}
+    found = python_version(python)
+    if found:
+        versions["python"] = ".".join(map(str, found))
+    if "torch" in versions:
+        probe = subprocess.run(
+            [str(python), "-c", "import torch; print(torch.version.cuda if torch.cuda.is_available() else 'no')"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        versions["cuda"] = probe.stdout.strip().splitlines()[-1] if probe.returncode == 0 and probe.stdout else "no"
+    return BackendEnv(backend="simpletuner", python=python, versions=versions, managed=managed)
+
+
+# --- webhooks -> events -----------------------------------------------------------------------------------------
+
+STAGE_PHASES = {
+    "init_data_backend": "loading",
+    "init_text_embed_cache": "caching",
+    "init_vae_cache": "caching",
+    "init_load_base_model": "loading",
+    "init_prepare_models": "loading",
+    "init_resume_checkpoint": "loading",
+    "checkpoint_save": "saving",
+    "model_save": "saving",
+}
+
+
+class WebhookTranslator:
+    """SimpleTuner raw webhook payloads -> events: training.status -> Progress, training.checkpoint -> Checkpoint,
+    lifecycle.stage -> Phase, error log messages -> Log. Repeated readings of the same step are dropped."""
+
+    def __init__(self) -> None:
+        self.phase: str | None = None
+        self.last: tuple[int, float | None] | None = None
+
+    def _phase(self, name: str) -> list[Event]:
+        if name == self.phase:
+            return []
+        self.phase = name
+        return [Phase(name)]
+
+    def events(self, payload: dict[str, Any]) -> list[Event]:
+        kind = payload.get("type")
+        if kind == "training.status":
+            return self._status(payload)
+        if kind == "training.checkpoint":
+            path = str((payload.get("checkpoint") or {}).get("path") or "")
+            if not path:
+                return []
+            match = re.search(r"checkpoint-(\d+)", path)
+            return [Checkpoint(path, int(match.group(1)) if match else None)]
+        if kind == "lifecycle.stage":
+            stage = payload.get("stage") or {}
+            key, status = stage.get("key"), stage.get("status")
+            if key == "training_complete" and status == "completed":
+                return self._phase("done")
+            if status == "running" and key in STAGE_PHASES:
+                return self._phase(STAGE_PHASES[key])
+            return []
+        if kind == "log.message" and payload.get("severity") in ("error", "critical"):
+            return [Log("error", str(payload.get("message", "")))]
+        return []
+
+    def _status(self, payload: dict[str, Any]) -> list[Event]:
+        progress = payload.get("progress") or {}
+        data = payload.get("data") or {}
+        step = progress.get("current", data.get("global_step"))
+        if step is None:
+            return []
+        metrics = progress.get("metrics") or {}
+        starting = "eta_seconds" not in progress  # the "training initialisation" reading: no step has run yet
+        loss = None if starting else metrics.get("loss")
+        if self.last == (int(step), loss):
+            return []
+        self.last = (int(step), loss)
+        seconds = metrics.get("seconds_per_step")
+        event = Progress(
+            step=int(step),
+            total=progress.get("total", data.get("total_num_steps")),
+            epoch=data.get("current_epoch", metrics.get("epoch")),
+            epochs=data.get("total_num_epochs", data.get("final_epoch", metrics.get("total_epochs"))),
+            loss=loss,
+            lr=None if starting else metrics.get("learning_rate"),
+            it_per_s=1.0 / seconds if seconds else None,
+            eta_s=progress.get("eta_seconds"),
+        )
+        return [*self._phase("training"), event]
+
+
+# --- the stderr / stdout parser ---------------------------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]")
+_BAR = re.compile(
+    r"(?:Epoch (?P<epoch>\d+)/(?P<epochs>\d+),? )?Steps:\s*\d+%\|[^|]*\|\s*(?P<step>\d+)/(?P<total>\d+) "
+    r"\[(?P<inside>[^\]]*)\]"
+)
+_RATE = re.compile(r"(?P<value>[\d.]+)(?P<unit>s/it|it/s)")
+_ELAPSED = re.compile(r"^\s*[\d:]+<(?P<remaining>[\d:]+)")
+_SAVED = re.compile(r"Model weights saved in (?P<path>\S+)")
+_CACHING = ("Generating aspect bucket cache", "Processing prompts", "Loading captions", "Caching")
+_EXCEPTION = re.compile(r"^(?P<name>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)|Killed)\b:?\s*(?P<text>.*)$")
+
+
+def _seconds(clock: str) -> float:
+    total = 0.0
+    for part in clock.split(":"):
+        total = total * 60 + float(part)
+    return total
+
+
+class SimpleTunerLogParser:
+    """Bytes from SimpleTuner's stdout/stderr -> events. Handles ``\\r`` tqdm redraws, ``\\x1b[A`` cursor moves and
+    colours, and tracebacks. tqdm draws each step first with the previous step's ``step_loss`` and then again with
+    its own, so the first drawing of a new step carries no loss. When ``webhooks_live`` is set, the webhooks own
+    progress, checkpoints and phases, and this parser only watches for failures."""
+
+    def __init__(self, webhooks_live: threading.Event | None = None) -> None:
+        self.webhooks_live = webhooks_live
+        self._buffers: dict[str, str] = {"stdout": "", "stderr": ""}
+        self._decoders: dict[str, Any] = {}
+        self.tail: deque[str] = deque(maxlen=40)
+        self.phase: str | None = None
+        self.step: int | None = None
+        self.loss_fresh = False
+        self.last: tuple[int, float | None] | None = None
+        self.exceptions: list[tuple[str, str]] = []
+        self.saved_checkpoints: set[str] = set()
+
+    def feed(self, data: bytes, stream: str) -> list[Event]:
+        import codecs
+
+        decoder = self._decoders.setdefault(stream, codecs.getincrementaldecoder("utf-8")("replace"))
+        text = self._buffers.get(stream, "") + decoder.decode(data)
+        segments = re.split(r"[\r\n]", text)
+        self._buffers[stream] = segments.pop()
+        events: list[Event] = []
+        for segment in segments:
+            events.extend(self._segment(segment))
+        return events
+
+    def finish(self, returncode: int) -> list[Event]:
+        events: list[Event] = []
+        for stream, rest in self._buffers.items():
+            if rest:
+                events.extend(self._segment(rest))
+            self._buffers[stream] = ""
+        if returncode != 0:
+            events.append(self.failure(returncode))
+        return events
+
+    @property
+    def _quiet(self) -> bool:
+        return self.webhooks_live is not None and self.webhooks_live.is_set()
+
+    def _set_phase(self, name: str) -> list[Event]:
+        if name == self.phase or self._quiet:
+            return []
+        self.phase = name
+        return [Phase(name)]
+
+    def _segment(self, raw: str) -> list[Event]:
+        line = _ANSI.sub("", raw).rstrip()
+        if not line.strip():
+            return []
+        events: list[Event] = []
+        bar = _BAR.search(line)
+        if bar is not None:
+            events.extend(self._bar(bar))
+        else:
+            self.tail.append(line)
+            self._watch_exception(line)
+            if line.startswith(_CACHING) and self.step is None:  # caption reloads at checkpoints are not a phase
+                events.extend(self._set_phase("caching"))
+            elif "[ERROR]" in line:
+                events.append(Log("error", line.split("[ERROR]", 1)[1].strip()))
+        saved = _SAVED.search(line)
+        if saved is not None:
+            events.extend(self._saved(saved.group("path")))
+        return events
+
+    def _bar(self, match: re.Match[str]) -> list[Event]:
+        step, total = int(match.group("step")), int(match.group("total"))
+        inside = match.group("inside")
+        fields = dict(part.strip().split("=", 1) for part in inside.split(",") if "=" in part)
+        if step != self.step:  # a new count is drawn first with the previous step's postfix
+            self.step, self.loss_fresh, loss = step, False, None
+        else:
+            loss = float(fields["step_loss"]) if "step_loss" in fields else None
+            if loss is None or (self.loss_fresh and self.last == (step, loss)):
+                return []  # a redraw (elapsed time changed) or no reading yet
+            self.loss_fresh = True
+        self.last = (step, loss)
+        rate = _RATE.search(inside)
+        it_per_s = None
+        if rate is not None:
+            value = float(rate.group("value"))
+            it_per_s = value if rate.group("unit") == "it/s" else (1.0 / value if value else None)
+        remaining = _ELAPSED.search(inside)
+        events = self._set_phase("training")
+        if self._quiet:
+            return []
+        events.append(
+            Progress(
+                step=step,
+                total=total,
+                epoch=int(match.group("epoch")) if match.group("epoch") else None,
+                epochs=int(match.group("epochs")) if match.group("epochs") else None,
+                loss=loss,
+                lr=float(fields["lr"]) if "lr" in fields and loss is not None else None,
+                it_per_s=it_per_s,
+                eta_s=_seconds(remaining.group("remaining")) if remaining else None,
+            )
+        )
+        return events
+
+    def _saved(self, path: str) -> list[Event]:
+        folder = Path(path).parent
+        match = re.fullmatch(r"checkpoint-(\d+)", folder.name)
+        if match is None:
+            return self._set_phase("saving")
+        if str(folder) in self.saved_checkpoints or self._quiet:
+            return []
+        self.saved_checkpoints.add(str(folder))
+        return [Checkpoint(str(folder), int(match.group(1)))]
+
+    def _watch_exception(self, line: str) -> None:
+        match = _EXCEPTION.match(line.strip())
+        if match is not None and not line.startswith((" ", "\t")):
+            self.exceptions.append((match.group("name"), match.group("text").strip()))
+
+    def failure(self, returncode: int) -> Failure:
+        tail = list(self.tail)[-25:]
+        roots = [e for e in self.exceptions if not e[0].endswith("CalledProcessError")]
+        name, text = (roots or self.exceptions or [("", "")])[0]
+        joined = "\n".join(self.tail)
+        if returncode in (137, -9) and not roots:
+            return Failure(
+                "killed",
+                "SimpleTuner was killed (SIGKILL) before it finished",
+                "often the system ran out of RAM; close other programs or lower resolution/batch size, then "
+                "`loraforge resume RUN` continues from the last checkpoint",
+                tail,
+            )
+        if returncode in (130, 143) or name == "KeyboardInterrupt":
+            return Failure("interrupted", "SimpleTuner was stopped", "`loraforge resume RUN` continues it", tail)
+        missing = re.search(r"it looks like (\S+) is not the path to a directory", joined)
+        if missing or "does not appear to have a file named" in joined or "Repository Not Found" in joined:
+            where = missing.group(1) if missing else "the base model"
+            return Failure(
+                "model_not_found",
+                f"base model not found: {where} (SimpleTuner's message mentions the hub even for a local path)",
+                "set base_model to an existing diffusers folder or a hub id available offline",
+                tail,
+            )
+        if "out of memory" in joined.lower() or "OutOfMemoryError" in name or "can't allocate memory" in joined:
+            return Failure(
+                "out_of_memory",
+                f"SimpleTuner ran out of memory: {text[:200]}",
+                "lower training.batch_size or training.resolution, or enable training.gradient_checkpointing",
+                tail,
+            )
+        if name in ("ModuleNotFoundError", "ImportError"):
+            return Failure(
+                "not_installed",
+                f"SimpleTuner could not import a module: {text[:200]}",
+                "repair the environment: `loraforge setup simpletuner --force`",
+                tail,
+            )
+        if "unrecognized arguments" in joined or "invalid choice" in joined:
+            return Failure("bad_argument", f"SimpleTuner rejected an option: {text[:200]}", "check the job file", tail)
+        message = f"SimpleTuner exited with code {returncode}" + (f": {name}: {text[:200]}" if name else "")
+        return Failure("other", message, "see the log tail above and logs/stderr.log", tail)
