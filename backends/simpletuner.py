@@ -596,6 +596,7 @@ class SimpleTunerLogParser:
         self.last: tuple[int, float | None] | None = None
         self.exceptions: list[tuple[str, str]] = []
         self.saved_checkpoints: set[str] = set()
+        self._translator: WebhookTranslator | None = None
 
     def feed(self, data: bytes, stream: str) -> list[Event]:
         import codecs
@@ -633,12 +634,16 @@ class SimpleTunerLogParser:
         line = _ANSI.sub("", raw).rstrip()
         if not line.strip():
             return []
+        if line.startswith("{"):
+            structured = self._json_line(line)
+            if structured is not None:
+                return structured
         events: list[Event] = []
         bar = _BAR.search(line)
         if bar is not None:
             events.extend(self._bar(bar))
         else:
-            self.tail.append(line)
+            self.tail.append(line[:400])
             self._watch_exception(line)
             if line.startswith(_CACHING) and self.step is None:  # caption reloads at checkpoints are not a phase
                 events.extend(self._set_phase("caching"))
@@ -648,6 +653,40 @@ class SimpleTunerLogParser:
         if saved is not None:
             events.extend(self._saved(saved.group("path")))
         return events
+
+    def _json_line(self, line: str) -> list[Event] | None:
+        """Saved structured output read like a log: a webhook capture line ({"body": payload}), a raw webhook
+        payload, or a training_metrics.jsonl line (report_to=simpletuner). None when the line is not one."""
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(record, dict):
+            return None
+        if isinstance(record.get("body"), str):
+            try:
+                record = json.loads(record["body"])
+            except ValueError:
+                return None
+        if "type" in record and "job_id" in record:
+            if self._translator is None:
+                self._translator = WebhookTranslator()
+            return [] if self._quiet else self._translator.events(record)
+        metrics = record.get("metrics")
+        if isinstance(metrics, dict) and "step" in record:
+            if "train_loss" not in metrics or self._quiet:
+                return []  # system metrics (cpu, memory) share the file
+            epoch = metrics.get("epoch")
+            return [
+                Progress(
+                    step=int(record["step"]),
+                    epoch=int(epoch) if epoch is not None else None,
+                    loss=metrics["train_loss"],
+                    lr=metrics.get("learning_rate"),
+                    it_per_s=1.0 / metrics["seconds_per_step"] if metrics.get("seconds_per_step") else None,
+                )
+            ]
+        return None
 
     def _bar(self, match: re.Match[str]) -> list[Event]:
         step, total = int(match.group("step")), int(match.group("total"))

@@ -1,0 +1,127 @@
+"""SimpleTuner for real on a tiny SDXL model built at test time (CPU, a few steps, about half a minute a run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.events import Checkpoint, Event, Failure, Finished, Progress, read_events
+
+pytestmark = pytest.mark.integration
+
+SETUP = "`loraforge setup simpletuner` (or `loraforge setup simpletuner --venv EXISTING_VENV`)"
+
+
+@pytest.fixture
+def st_env(real_registry: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    from backends.simpletuner import SimpleTunerBackend
+    from orchestrator.envs import load_registry
+
+    env = load_registry().get("simpletuner")
+    if env is None or not env.python.exists():
+        pytest.skip(f"SimpleTuner is not set up on this machine: run {SETUP}")
+    problems = SimpleTunerBackend().check(env)
+    if problems:
+        pytest.skip(f"SimpleTuner environment not usable ({problems[0].message}): run {SETUP}")
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+def tiny_job(st_env, tiny_root: Path, tmp_path: Path, *, steps: int = 6):  # type: ignore[no-untyped-def]
+    from orchestrator.job import build_job
+    from orchestrator.tiny import tiny_sdxl
+    from orchestrator.tiny.dataset import make_dataset
+
+    model = tiny_sdxl(st_env.python, root=tiny_root)  # built once per session, in the test's temp folder
+    data = make_dataset(tmp_path / "data", count=4, size=128)
+    return build_job(
+        {
+            "name": "tiny-st",
+            "base_model": str(model),
+            "dataset": str(data),  # family inferred from model_index.json
+            "network": {"rank": 4},
+            "training": {"steps": steps, "resolution": 128, "precision": "fp32", "gradient_checkpointing": False},
+            "saving": {"every_n_steps": 3},
+            "output": {"dir": str(tmp_path / "runs")},
+        }
+    )
+
+
+def test_train_tiny_sdxl(st_env, tiny_root: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from safetensors import safe_open
+
+    from orchestrator.training import run_training
+
+    job = tiny_job(st_env, tiny_root, tmp_path)
+    seen: list[Event] = []
+    outcome = run_training(job, "simpletuner", handlers=[seen.append])
+    assert outcome.ok, outcome.failure
+    steps = [e for e in seen if isinstance(e, Progress)]
+    assert steps[-1].step == 6 and steps[-1].total == 6
+    assert [e.step for e in steps if e.loss is not None] == [1, 2, 3, 4, 5, 6]
+    assert all(0 < e.loss < 10 for e in steps if e.loss is not None)
+    assert [e.step for e in seen if isinstance(e, Checkpoint)] == [3, 6]
+    assert isinstance(seen[-1], Finished)
+    # Webhooks carried the progress: exact losses, not tqdm's two decimals.
+    assert any(e.loss is not None and round(e.loss, 2) != e.loss for e in steps)
+    lora = outcome.lora
+    assert lora is not None and lora == outcome.run.output / "tiny-st.safetensors"
+    with safe_open(str(lora), "np") as f:
+        keys = list(f.keys())
+        downs = [k for k in keys if k.endswith("lora_A.weight")]
+        assert downs and all(k.startswith("unet.") for k in keys)
+        assert {f.get_tensor(k).shape[0] for k in downs} == {4}  # rank
+    assert read_events(outcome.run.events_file)[-1] == seen[-1]
+    assert (outcome.run.logs / "stderr.log").stat().st_size > 0
+
+
+def test_killed_mid_run_then_resumed(st_env, tiny_root: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL the trainer once checkpoint-3 is saved: a clear failure, logs and state kept; then
+    `loraforge resume` continues at step 3 (never from 0) and finishes at 6."""
+    from orchestrator.launch import Child
+    from orchestrator.training import run_training
+
+    job = tiny_job(st_env, tiny_root, tmp_path)
+    child: list[Child] = []
+
+    def kill_after_first_checkpoint(event: Event) -> None:
+        if isinstance(event, Checkpoint) and event.step == 3:
+            os.kill(child[0].pid, signal.SIGKILL)
+
+    outcome = run_training(job, "simpletuner", handlers=[kill_after_first_checkpoint], on_start=child.append)
+    assert outcome.returncode == 128 + signal.SIGKILL
+    assert isinstance(outcome.failure, Failure) and outcome.failure.kind == "killed"
+    assert "resume" in (outcome.failure.hint or "")
+    run = outcome.run
+    assert run.state()["status"] == "failed"
+    assert (run.logs / "stderr.log").stat().st_size > 0 and (run.logs / "stdout.log").exists()
+    assert (run.output / "simpletuner" / "checkpoint-3").is_dir()
+    assert max(e.step for e in read_events(run.events_file) if isinstance(e, Progress)) == 3
+
+    before = len(read_events(run.events_file))
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "resume", str(run.path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    resumed = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    progress = [e for e in resumed if e["event"] == "progress"]
+    assert progress[0]["step"] == 3  # picked up at the saved step
+    assert min(e["step"] for e in progress) >= 3
+    assert [e["step"] for e in progress if e["loss"] is not None] == [4, 5, 6]
+    assert resumed[-1]["event"] == "finished"
+    assert run.state()["resumed_from"] == 3 and run.state()["status"] == "finished"
+    assert len(read_events(run.events_file)) > before  # one events.jsonl for the whole story
+    assert (run.output / "tiny-st.safetensors").exists()

@@ -1,0 +1,240 @@
+"""SimpleTuner rendering, option mapping, refusals, environment checks and collection (no trainer launched)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backends.base import Resume
+from backends.simpletuner import SimpleTunerBackend, link_dataset
+from orchestrator.envs import BackendEnv, find_python
+from orchestrator.errors import BackendNotReady, LoraforgeError
+from orchestrator.job import JobSpec, build_job
+from orchestrator.tiny.dataset import make_dataset
+
+
+def make_job(tmp_path: Path, **training: object) -> JobSpec:
+    model = tmp_path / "model"
+    model.mkdir(exist_ok=True)
+    (model / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
+    data = make_dataset(tmp_path / "data", count=3, size=64)
+    settings = {"steps": 6, "resolution": 128, "seed": 42, "gradient_checkpointing": False, **training}
+    return build_job(
+        {
+            "name": "tiny",
+            "base_model": str(model),
+            "family": "sdxl",
+            "dataset": str(data),
+            "network": {"rank": 4},
+            "training": settings,
+            "saving": {"every_n_steps": 3, "keep_last": 5},
+        }
+    )
+
+
+@pytest.fixture
+def cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LORAFORGE_SIMPLETUNER_DEVICE", "cpu")
+
+
+@pytest.fixture
+def gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LORAFORGE_SIMPLETUNER_DEVICE", "cuda")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+def test_render_matches_the_verified_cpu_config(fixtures_dir: Path, tmp_path: Path, cpu: None) -> None:
+    """The options that ran for real (fixtures config.run1.json) come out of an equivalent JobSpec unchanged."""
+    job = make_job(tmp_path, precision="fp32")
+    rendered = SimpleTunerBackend().render(job, tmp_path / "run" / "rendered")
+    config = json.loads(rendered.files["config"].read_text())
+    verified = json.loads((fixtures_dir / "logs/simpletuner/config.run1.json").read_text())
+    paths = {"pretrained_model_name_or_path", "data_backend_config", "pretrained_vae_model_name_or_path", "output_dir"}
+    for key, value in verified.items():
+        if key in paths:
+            assert key in config, key
+        elif key != "vae_batch_size":  # a throughput knob, left at SimpleTuner's default
+            assert config[key] == value, key
+    assert config["pretrained_vae_model_name_or_path"] == job.base_model  # local VAE: the default is a hub id
+    assert config["output_dir"] == str(tmp_path / "run" / "output" / "simpletuner")
+    assert rendered.values == config
+
+
+def test_datasets_match_the_verified_backend(fixtures_dir: Path, tmp_path: Path, cpu: None) -> None:
+    job = make_job(tmp_path)
+    rendered = SimpleTunerBackend().render(job, tmp_path / "run" / "rendered")
+    ours = json.loads(rendered.files["multidatabackend"].read_text())
+    verified = json.loads((fixtures_dir / "logs/simpletuner/multidatabackend.json").read_text())
+    for mine, theirs in zip(ours, verified, strict=True):
+        for key, value in theirs.items():
+            if key not in ("id", "instance_data_dir", "cache_dir_vae", "cache_dir"):
+                assert mine[key] == value, key
+    data = Path(ours[0]["instance_data_dir"])
+    assert data == tmp_path / "run" / "data"  # the run's own folder: SimpleTuner's bucket cache lands there
+    assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in Path(job.dataset).iterdir())
+
+
+def test_resume_and_webhooks_as_in_the_verified_resume_run(fixtures_dir: Path, tmp_path: Path, cpu: None) -> None:
+    job = make_job(tmp_path)
+    backend = SimpleTunerBackend()
+    out = tmp_path / "run" / "output" / "simpletuner"
+    (out / "checkpoint-3").mkdir(parents=True)
+    with backend.open_channel(lambda event: None):
+        rendered = backend.render(job, tmp_path / "run" / "rendered", resume=Resume(out / "checkpoint-3", 3))
+        launch = backend.command(job, rendered, BackendEnv("simpletuner", Path(sys.executable)))
+    config = json.loads(rendered.files["config"].read_text())
+    assert config["resume_from_checkpoint"] == "checkpoint-3"  # SimpleTuner looks it up inside output_dir
+    hooks = json.loads(Path(config["webhook_config"]).read_text())
+    verified = json.loads((fixtures_dir / "logs/simpletuner/webhooks.json").read_text())
+    assert hooks[0]["webhook_type"] == verified[0]["webhook_type"] == "raw"
+    assert hooks[0]["callback_url"].startswith("http://127.0.0.1:") and hooks[0]["callback_url"].endswith("/hook")
+    assert launch.env["SIMPLETUNER_JOB_ID"].startswith("lf-")
+    assert launch.env["CONFIG_BACKEND"] == "json" and launch.env["CONFIG_PATH"] == str(rendered.files["config"])
+    assert launch.env["SIMPLETUNER_DISABLE_COLORS"] == "1"
+    assert launch.argv[1:] == ["-m", "simpletuner.train"]
+    assert "resume_from_checkpoint" in json.loads((fixtures_dir / "logs/simpletuner/config.run2.json").read_text())
+
+
+def test_cpu_settings_are_not_forced_on_gpu(tmp_path: Path, gpu: None) -> None:
+    job = make_job(tmp_path, precision="bf16")
+    job = job.model_copy(update={"sampling": job.sampling.model_copy(update={"every_n_steps": 3, "prompts": ["x"]})})
+    rendered = SimpleTunerBackend().render(job, tmp_path / "rendered")
+    config = json.loads(rendered.files["config"].read_text())
+    datasets = json.loads(rendered.files["multidatabackend"].read_text())
+    assert config["optimizer"] == "adamw_bf16" and config["mixed_precision"] == "bf16"
+    assert "pretrained_vae_model_name_or_path" not in config and "validation_disable" not in config
+    assert config["validation_prompt"] == "x" and config["validation_step_interval"] == 3
+    assert "vae_cache_ondemand" not in datasets[0]
+    assert not rendered.notes
+
+
+def test_cpu_settings_applied_and_reported(tmp_path: Path, cpu: None) -> None:
+    job = make_job(tmp_path, precision="bf16")
+    rendered = SimpleTunerBackend().render(job, tmp_path / "rendered")
+    config = json.loads(rendered.files["config"].read_text())
+    assert config["optimizer"] == "optimi-adamw" and config["mixed_precision"] == "no"
+    assert config["validation_disable"] is True and config["disable_benchmark"] is True
+    assert json.loads(rendered.files["multidatabackend"].read_text())[0]["vae_cache_ondemand"] is True
+    assert any("precision=bf16" in note for note in rendered.notes)
+
+
+def test_unexpressible_settings_are_reported_not_dropped(tmp_path: Path, cpu: None) -> None:
+    job = make_job(tmp_path, optimizer="dadaptadam", text_encoder_lr=5e-5, validation_split=0.2)
+    job = job.model_copy(update={"network": job.network.model_copy(update={"type": "loha", "args": {"conv_dim": 4}})})
+    notes = "\n".join(SimpleTunerBackend().render(job, tmp_path / "rendered").notes)
+    for fragment in ("dadaptadam", "text_encoder_lr", "validation_split", "loha", "conv_dim"):
+        assert fragment in notes
+
+
+def test_mapping_of_the_core_options(tmp_path: Path, cpu: None) -> None:
+    job = make_job(
+        tmp_path, learning_rate=3e-4, batch_size=2, gradient_accumulation=4, scheduler="cosine", warmup_steps=10
+    )
+    job = job.model_copy(update={"network": job.network.model_copy(update={"rank": 8, "alpha": 4.0})})
+    config = SimpleTunerBackend().render(job, tmp_path / "rendered").values
+    assert (config["lora_rank"], config["lora_alpha"], config["learning_rate"]) == (8, 4.0, 3e-4)
+    assert (config["train_batch_size"], config["gradient_accumulation_steps"]) == (2, 4)
+    assert (config["lr_scheduler"], config["lr_warmup_steps"]) == ("cosine", 10)
+    assert (config["checkpoint_step_interval"], config["checkpoints_total_limit"]) == (3, 5)
+
+
+def test_epochs_map_to_num_train_epochs(tmp_path: Path, cpu: None) -> None:
+    job = make_job(tmp_path)
+    job = job.model_copy(update={"training": job.training.model_copy(update={"steps": None, "epochs": 3})})
+    config = SimpleTunerBackend().render(job, tmp_path / "rendered").values
+    assert (config["max_train_steps"], config["num_train_epochs"]) == (0, 3)
+
+
+def test_awkward_strings_round_trip(tmp_path: Path, cpu: None) -> None:
+    weird = 'a "quoted" \\ back\nslash # = ünïcødé ✓'
+    job = make_job(tmp_path)
+    job = job.model_copy(update={"backend_args": {"simpletuner": {"tracker_run_name": weird}}})
+    rendered = SimpleTunerBackend().render(job, tmp_path / "dir with 'quote' and ü")
+    assert json.loads(rendered.files["config"].read_text())["tracker_run_name"] == weird
+
+
+def test_sd15_is_refused_up_front(tmp_path: Path) -> None:
+    job = make_job(tmp_path).model_copy(update={"family": "sd15"})
+    with pytest.raises(LoraforgeError) as info:
+        SimpleTunerBackend().render(job, tmp_path / "rendered")
+    assert "SD 1.5" in info.value.message and "--backend kohya" in (info.value.hint or "")
+
+
+def test_sd15_refused_by_train_before_launch(tmp_path: Path) -> None:
+    from orchestrator.training import preflight
+
+    job = make_job(tmp_path).model_copy(update={"family": "sd15"})
+    with pytest.raises(LoraforgeError) as info:
+        preflight(job, SimpleTunerBackend())
+    assert "simpletuner" in info.value.message and "--backend kohya" in (info.value.hint or "")
+
+
+def test_link_dataset_drops_a_stale_bucket_cache(tmp_path: Path) -> None:
+    source = make_dataset(tmp_path / "src", count=2, size=64)
+    (source / "aspect_ratio_bucket_indices_loraforge.json").write_text("{}")
+    assert link_dataset(source, tmp_path / "copy") == 4
+    assert not list((tmp_path / "copy").glob("*.json"))
+    assert os.path.samefile(source / "shape_00.png", tmp_path / "copy" / "shape_00.png")
+
+
+def test_collect_finds_latest_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "output" / "simpletuner"
+    for step in (3, 12, 6):
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+    (out / "checkpoint-9.tmp").mkdir()
+    (out / "pytorch_lora_weights.safetensors").write_bytes(b"x")
+    artifacts = SimpleTunerBackend().collect(make_job(tmp_path), tmp_path)
+    assert [s for s, _ in artifacts.checkpoints] == [3, 6, 12]
+    assert artifacts.resume is not None and artifacts.resume.step == 12
+    assert artifacts.lora == out / "pytorch_lora_weights.safetensors"
+
+
+def old_python(tmp_path: Path) -> str:
+    """A real interpreter older than 3.12 if this machine has one, else a tiny script that answers like 3.10."""
+    for root in (Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions", Path("/root/.pyenv/versions")):
+        for folder in sorted(root.glob("3.1[01].*")) if root.is_dir() else []:
+            if (folder / "bin" / "python3").exists():
+                return str(folder / "bin" / "python3")
+    fake = tmp_path / "python3.10"
+    fake.write_text("#!/bin/sh\necho 3.10.4\n")
+    fake.chmod(0o755)
+    return str(fake)
+
+
+def test_find_python_too_old_says_what_is_needed(tmp_path: Path) -> None:
+    with pytest.raises(BackendNotReady) as info:
+        find_python((3, 12), (3, 15), old_python(tmp_path))
+    assert "needs Python >= 3.12, < 3.15" in info.value.message
+    assert "--python" in (info.value.hint or "")
+
+
+def test_check_reports_python_too_old(tmp_path: Path) -> None:
+    env = BackendEnv("simpletuner", Path(old_python(tmp_path)))
+    problems = SimpleTunerBackend().check(env)
+    assert "needs Python >= 3.12" in problems[0].message
+    assert problems[0].fix == "loraforge setup simpletuner --force --python /path/to/python3.12"
+
+
+def test_check_reports_simpletuner_missing() -> None:
+    problems = SimpleTunerBackend().check(BackendEnv("simpletuner", Path(sys.executable)))
+    if sys.version_info < (3, 12):
+        assert "needs Python >= 3.12" in problems[0].message
+    else:
+        assert "simpletuner is not installed" in problems[0].message
+        assert problems[0].fix == "loraforge setup simpletuner --force"
+
+
+def test_setup_with_old_python_fails_cleanly(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "setup", "simpletuner", "--python", old_python(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1
+    assert "needs Python >= 3.12, < 3.15" in out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
