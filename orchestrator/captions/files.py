@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,11 +45,16 @@ def read_caption(image: Path) -> str | None:
     return text or None
 
 
+def one_line(text: str) -> str:
+    """Captions are one line (trainers read the whole file); anything else the user typed is kept as typed."""
+    return re.sub(r"[\r\n]+", " ", text).strip()
+
+
 def write_caption(image: Path, text: str) -> None:
     """Atomic: a crash never leaves half a caption. One line, UTF-8, ending in a newline."""
     path = caption_path(image)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(" ".join(text.split()) + "\n", encoding="utf-8")
+    tmp.write_text(one_line(text) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -49,12 +49,15 @@ def caption_dataset(
     separator: str = ", ",
     trust_remote_code: bool = False,
     template: str = "photo of {trigger}",
+    general_threshold: float = 0.35,
+    character_threshold: float = 0.85,
     on_progress: ProgressCallback | None = None,
 ) -> CaptionResult:
     """Write ``IMAGE.txt`` beside every image under ``dataset``.
 
     mode "keep": an image that already has a caption keeps it (only the missing trigger is added); "overwrite":
-    every readable image is captioned anew. The trigger is prepended exactly once. Unreadable images are skipped
+    every readable image is captioned anew. ``template`` is the template captioner's text; the thresholds are the
+    WD14 tagger's minimum probabilities for general and character tags. The trigger is prepended exactly once. Unreadable images are skipped
     and listed with the reason. The model is loaded only if at least one image needs a new caption.
     """
     if mode not in ("keep", "overwrite"):
@@ -66,7 +69,14 @@ def caption_dataset(
     images = find_images(dataset)
     result = CaptionResult(captioner=captioner, model=model, images=len(images))
     settings = CaptionerSettings(
-        model=model, task=task, device=device, trigger=trigger, template=template, trust_remote_code=trust_remote_code
+        model=model,
+        task=task,
+        device=device,
+        trigger=trigger,
+        template=template,
+        trust_remote_code=trust_remote_code,
+        general_threshold=general_threshold,
+        character_threshold=character_threshold,
     )
     engine = make_captioner(captioner, settings)  # validates names before any work
     count = TokenCounter()

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.captions.files import find_images, read_caption, write_caption
+from orchestrator.captions.files import find_images, one_line, read_caption, write_caption
 from orchestrator.errors import LoraforgeError
 
 TSV_HEADER = "image\tcaption"
@@ -41,7 +41,7 @@ def _apply(dataset: Path, changes: dict[str, str], source: str) -> list[str]:
         )
     changed = []
     for image, caption in changes.items():
-        caption = " ".join(caption.split())
+        caption = one_line(caption)
         if caption != (known[image] or ""):
             write_caption(dataset / image, caption)
             changed.append(image)
