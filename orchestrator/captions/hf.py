@@ -42,7 +42,8 @@ def load_or_explain(what: str, folder: Path, load: Any, **kwargs: Any) -> Any:
         return result
     model, info = result
     missing = [k for k in info.get("missing_keys", []) if "num_batches_tracked" not in k]
-    if missing:
+    # A few missing tensors can be legitimate (buffers rebuilt at load); a mismatched checkpoint misses most of them.
+    if len(missing) > max(1, len(model.state_dict()) // 4):
         raise LoraforgeError(
             f"{folder} does not match transformers' built-in {what}: {len(missing)} weights missing "
             f"(e.g. {missing[0]})",

@@ -32,7 +32,10 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from orchestrator.captions import tiny
 
     root = tmp_path_factory.mktemp("tiny-captioners")
-    return {name: tiny.build(name, root / name) for name in MODELS}
+    with pytest.MonkeyPatch.context() as mp:  # if this is transformers' first import, its cache paths stay in tmp
+        mp.setenv("HF_HOME", str(root / "hf-home"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        return {name: tiny.build(name, root / name) for name in MODELS}
 
 
 @pytest.fixture
@@ -140,6 +143,40 @@ def remote_code_model(tiny_models: dict[str, Path], tmp_path: Path, monkeypatch:
         "    pass\n"
     )
     return folder
+
+
+def test_checkpoint_that_does_not_fit_the_native_class_is_refused(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """E.g. a remote-code Florence-2 loaded without --trust-remote-code: refused, never captioned with random weights."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "renamed"
+    shutil.copytree(tiny_models["blip"], folder)
+    weights = load_file(folder / "model.safetensors")
+    save_file({f"other_layout.{k}": v for k, v in weights.items()}, folder / "model.safetensors")
+    photos = tmp_path / "p"
+    photos.mkdir()
+    Image.new("RGB", (32, 32)).save(photos / "x.png")
+    with pytest.raises(LoraforgeError, match="weights missing") as info:
+        caption_dataset(photos, captioner="blip", model=str(folder))
+    assert "--trust-remote-code" in (info.value.hint or "")
+
+
+def test_device_and_dtype_choice() -> None:
+    import torch
+
+    from orchestrator.captions.device import pick_device, pick_dtype
+
+    assert pick_dtype("cpu") == torch.float32
+    if torch.cuda.is_available():
+        assert pick_device("auto") == "cuda"
+        assert pick_dtype("cuda") in (torch.bfloat16, torch.float16)
+    else:
+        assert pick_device("auto") in ("mps", "cpu")
+        with pytest.raises(LoraforgeError, match="no CUDA GPU"):
+            pick_device("cuda")
+    assert pick_device("cpu") == "cpu"
 
 
 def test_remote_code_never_runs_without_the_flag(remote_code_model: Path, photos: Path) -> None:
