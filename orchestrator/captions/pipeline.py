@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from orchestrator.captions.base import CaptionerSettings, Task, make_captioner
 from orchestrator.captions.cleanup import clean_caption
@@ -15,6 +15,10 @@ from orchestrator.captions.tokens import USABLE, TokenCounter
 from orchestrator.captions.trigger import apply_trigger
 from orchestrator.errors import LoraforgeError
 
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+Decoded = tuple["Image | None", "str | None"]  # (RGB image, None) or (None, why it cannot be read)
 ProgressCallback = Callable[[int, int], None]  # (images done, images in total)
 
 
@@ -56,9 +60,9 @@ def caption_dataset(
     """Write ``IMAGE.txt`` beside every image under ``dataset``.
 
     mode "keep": an image that already has a caption keeps it (only the missing trigger is added); "overwrite":
-    every readable image is captioned anew. ``template`` is the template captioner's text; the thresholds are the
-    WD14 tagger's minimum probabilities for general and character tags. The trigger is prepended exactly once. Unreadable images are skipped
+    every readable image is captioned anew. The trigger is prepended exactly once. Unreadable images are skipped
     and listed with the reason. The model is loaded only if at least one image needs a new caption.
+    ``template`` is the template captioner's text; the thresholds are the WD14 tagger's minimum probabilities.
     """
     if mode not in ("keep", "overwrite"):
         raise LoraforgeError(f"unknown caption mode {mode!r}", "use 'keep' or 'overwrite'")
@@ -104,10 +108,9 @@ def caption_dataset(
         on_progress(done, len(images))
     if todo:
         engine.load()
-    for start in range(0, len(todo), batch_size):
+    for chunk, decoded in _decoded_batches(todo, batch_size):
         batch = []
-        for image in todo[start : start + batch_size]:
-            picture, reason = open_image(image)
+        for image, (picture, reason) in zip(chunk, decoded, strict=True):
             if picture is None:
                 result.skipped.append((image, reason or "unreadable"))
             else:
@@ -119,9 +122,32 @@ def caption_dataset(
                 write_caption(image, text)
                 result.written += 1
                 finish(image, text)
-        done += len(todo[start : start + batch_size])
+        done += len(chunk)
         if on_progress:
             on_progress(done, len(images))
     result.token_count = count.method
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _decoded_batches(todo: list[Path], batch_size: int) -> Iterator[tuple[list[Path], list[Decoded]]]:
+    """Batches of decoded images; the next batch decodes in a thread while the model works on this one.
+
+    One batch ahead, no more, so memory stays bounded by two batches whatever the dataset's size.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    if not chunks:
+        return
+
+    def decode(chunk: list[Path]) -> list[Decoded]:
+        return [open_image(image) for image in chunk]
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="caption-decode") as pool:
+        ahead = pool.submit(decode, chunks[0])
+        for i, chunk in enumerate(chunks):
+            decoded = ahead.result()
+            if i + 1 < len(chunks):
+                ahead = pool.submit(decode, chunks[i + 1])
+            yield chunk, decoded
