@@ -285,20 +285,20 @@ class SimpleTunerBackend:
 
     def command(self, job: JobSpec, rendered: Rendered, env: BackendEnv) -> Launch:
         """``python -m simpletuner.train`` (one process) or accelerate with an explicit config (several)."""
-        child_env = dict(os.environ)
-        child_env.update(
-            {
-                "CONFIG_BACKEND": "json",
-                "CONFIG_PATH": str(rendered.files["config"]),
-                "SIMPLETUNER_DISABLE_COLORS": "1",
-                "PYTHONUNBUFFERED": "1",
-                "ACCELERATE_CONFIG_FILE": os.devnull,  # a user's own accelerate default never changes a run
-            }
-        )
+        # SimpleTuner's own settings lead the argv through env(1), so command.txt and `loraforge render` print a
+        # command that runs as it is; the rest of the environment is inherited.
+        settings = {
+            "CONFIG_BACKEND": "json",
+            "CONFIG_PATH": str(rendered.files["config"]),
+            "SIMPLETUNER_DISABLE_COLORS": "1",
+            "PYTHONUNBUFFERED": "1",
+            "ACCELERATE_CONFIG_FILE": os.devnull,  # a user's own accelerate default never changes a run
+        }
         if self._channel is not None:
-            child_env["SIMPLETUNER_JOB_ID"] = self._channel.job_id
-        if target_device() == "cpu":
-            child_env.setdefault("CUDA_VISIBLE_DEVICES", "")
+            settings["SIMPLETUNER_JOB_ID"] = self._channel.job_id
+        if target_device() == "cpu" and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            settings["CUDA_VISIBLE_DEVICES"] = ""
+        child_env = {**os.environ, **settings}
         python = str(env.python)
         processes = job.distributed.gpus * job.distributed.nodes
         if processes > 1:
@@ -309,10 +309,11 @@ class SimpleTunerBackend:
                     "SimpleTuner needs a rendered accelerate config, which this version does not write yet",
                     "train on one GPU (--gpus 1) for now",
                 )
-            argv = [python, "-m", "accelerate.commands.launch", "--config_file", str(accelerate)]
-            argv += ["-m", "simpletuner.train"]
+            trainer = [python, "-m", "accelerate.commands.launch", "--config_file", str(accelerate)]
+            trainer += ["-m", "simpletuner.train"]
         else:
-            argv = [python, "-m", "simpletuner.train"]
+            trainer = [python, "-m", "simpletuner.train"]
+        argv = ["env", *(f"{key}={value}" for key, value in settings.items()), *trainer]
         cwd = rendered.files["config"].parent  # SimpleTuner writes debug.log into its working directory
         return Launch(argv=argv, env=child_env, cwd=cwd)
 

@@ -96,7 +96,8 @@ def test_resume_and_webhooks_as_in_the_verified_resume_run(fixtures_dir: Path, t
     assert launch.env["SIMPLETUNER_JOB_ID"].startswith("lf-")
     assert launch.env["CONFIG_BACKEND"] == "json" and launch.env["CONFIG_PATH"] == str(rendered.files["config"])
     assert launch.env["SIMPLETUNER_DISABLE_COLORS"] == "1"
-    assert launch.argv[1:] == ["-m", "simpletuner.train"]
+    assert launch.argv[-2:] == ["-m", "simpletuner.train"] and launch.argv[0] == "env"
+    assert f"CONFIG_PATH={rendered.files['config']}" in launch.argv  # the printed command runs as it is
     assert "resume_from_checkpoint" in json.loads((fixtures_dir / "logs/simpletuner/config.run2.json").read_text())
 
 
