@@ -82,7 +82,9 @@ def main() -> int:
                     "model": "real: " + model if name in given else ("none" if name == "template" else "tiny"),
                     "images": result.written,
                     "seconds": round(seconds, 3),
-                    "images_per_s": round(result.written / seconds, 1),
+                    "load_s": round(result.load_seconds, 3),
+                    "images_per_s": round(result.written / seconds, 1),  # end to end, model load included
+                    "images_per_s_loaded": round(result.images_per_second, 1),  # once the model is loaded
                 }
             )
             if not args.json:

@@ -33,11 +33,14 @@ class CaptionResult:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (image, reason)
     too_long: list[tuple[Path, int]] = field(default_factory=list)  # (image, tokens) over the text encoder window
     token_count: str = "estimated"  # how too_long was counted
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole run
+    load_seconds: float = 0.0  # of which loading the model
 
     @property
     def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else 0.0
+        """New captions per second once the model is loaded."""
+        busy = self.seconds - self.load_seconds
+        return self.written / busy if busy > 0 else 0.0
 
 
 def caption_dataset(
@@ -107,7 +110,9 @@ def caption_dataset(
     if on_progress:
         on_progress(done, len(images))
     if todo:
+        loading = time.perf_counter()
         engine.load()
+        result.load_seconds = time.perf_counter() - loading
     for chunk, decoded in _decoded_batches(todo, batch_size):
         batch = []
         for image, (picture, reason) in zip(chunk, decoded, strict=True):

@@ -87,9 +87,12 @@ def run(args: argparse.Namespace) -> int:
             "encoder reads 75, the rest is cut off"
         )
     added = f" ({result.trigger_added} got the trigger)" if result.trigger_added else ""
+    speed = ""
+    if result.written:
+        speed = f" ({result.images_per_second:.1f} images/s after {result.load_seconds:.1f} s loading)"
     con.print(
         f"{result.images} images: {result.written} captioned, {result.kept} kept{added}, "
-        f"{len(result.skipped)} skipped ({result.images_per_second:.1f} images/s)"
+        f"{len(result.skipped)} skipped{speed}"
     )
     return 0
 
