@@ -60,41 +60,58 @@ def run_arms(
     gpus: list[str] | None = None,
     samples: bool = True,
 ) -> list[ArmResult]:
-    """Run every arm and return their results in the arms' order. Several GPUs: one arm per GPU at a time."""
+    """Run every arm and return their results in the arms' order. Several GPUs: one arm per GPU at a time.
+
+    Ctrl-C stops the running arms (they end as *interrupted*, keeping their run folders) and runs no further
+    arm (those end as *skipped*), so the report is still written."""
     gpus = visible_gpus() if gpus is None else gpus
+    if any(arm.job.distributed.gpus * arm.job.distributed.nodes > 1 for arm in arms):
+        gpus = []  # an arm that spans several GPUs needs them all: one arm at a time, none pinned
     results: dict[int, ArmResult] = {}
-    live: list[Child] = []
+    live: dict[int, Child] = {}
+    stop = threading.Event()
 
     def run_one(index: int, gpu: str | None) -> None:
-        result = run_arm(arms[index], gpu=gpu, on_event=on_event, children=live, samples=samples)
+        arm = arms[index]
+        if stop.is_set():
+            result = ArmResult(arm.label, arm.backend, "skipped", "not run: the comparison was interrupted")
+        else:
+            result = run_arm(arm, gpu=gpu, on_event=on_event, on_start=lambda c: live.__setitem__(index, c))
+            live.pop(index, None)
+            if result.status == "interrupted":
+                stop.set()
         results[index] = result
         if on_arm_done is not None:
             on_arm_done(result)
 
-    try:
-        if len(gpus) < 2 or len(arms) < 2:
-            for index in range(len(arms)):
-                run_one(index, gpus[0] if gpus else None)
-        else:
-            free: queue.Queue[str] = queue.Queue()
-            for gpu in gpus:
-                free.put(gpu)
+    if len(gpus) < 2 or len(arms) < 2:
+        for index in range(len(arms)):
+            run_one(index, gpus[0] if gpus else None)  # Ctrl-C reaches the child through run_training
+        return [results[i] for i in range(len(arms))]
 
-            def on_gpu(index: int) -> None:
-                gpu = free.get()
-                try:
-                    run_one(index, gpu)
-                finally:
-                    free.put(gpu)
+    free: queue.Queue[str] = queue.Queue()
+    for gpu in gpus:
+        free.put(gpu)
 
-            with ThreadPoolExecutor(max_workers=len(gpus), thread_name_prefix="arm") as pool:
-                for future in [pool.submit(on_gpu, i) for i in range(len(arms))]:
-                    future.result()
-    except KeyboardInterrupt:
-        for child in live:  # arms on worker threads do not get the terminal's signal: stop them here
-            child.stop()
-        raise
-    return [results[i] for i in sorted(results)]
+    def on_gpu(index: int) -> None:
+        gpu = free.get()
+        try:
+            run_one(index, gpu)
+        finally:
+            free.put(gpu)
+
+    with ThreadPoolExecutor(max_workers=len(gpus), thread_name_prefix="arm") as pool:
+        futures = [pool.submit(on_gpu, i) for i in range(len(arms))]
+        try:
+            for future in futures:
+                future.result()
+        except KeyboardInterrupt:
+            stop.set()
+            for child in list(live.values()):  # arms on worker threads do not get the terminal's signal
+                child.stop()
+            for future in futures:
+                future.result()
+    return [results[i] for i in range(len(arms))]
 
 
 def run_arm(
@@ -102,18 +119,19 @@ def run_arm(
     *,
     gpu: str | None = None,
     on_event: ArmHandler | None = None,
-    children: list[Child] | None = None,
+    on_start: Callable[[Child], None] | None = None,
     samples: bool = True,
 ) -> ArmResult:
+    """Train one arm, measure it, write its metrics.json (and samples); never raises for the arm's own failure."""
     from orchestrator.training import run_training
 
     timing = _Timing(time.monotonic())
     monitors: list[TreeMonitor] = []
 
-    def on_start(child: Child) -> None:
+    def started(child: Child) -> None:
         monitors.append(TreeMonitor(child.pid))
-        if children is not None:
-            children.append(child)
+        if on_start is not None:
+            on_start(child)
 
     handlers = [timing.on_event]
     if on_event is not None:
@@ -123,7 +141,7 @@ def run_arm(
             arm.job,
             arm.backend,
             handlers=handlers,
-            on_start=on_start,
+            on_start=started,
             extra_env={"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None,
         )
     except LoraforgeError as exc:
@@ -136,13 +154,13 @@ def run_arm(
     wall = time.monotonic() - timing.start
     peaks = monitors[0].stop() if monitors else Peaks()
 
-    status = (
-        "finished"
-        if outcome.ok
-        else ("interrupted" if outcome.failure and outcome.failure.kind == "interrupted" else "failed")
-    )
+    # run.json knows whether the user stopped it (a backend may exit 0 on SIGINT, without a LoRA).
+    stopped = outcome.run.state().get("status") == "interrupted"
+    status = "finished" if outcome.ok else "interrupted" if stopped else "failed"
     reason = None
-    if outcome.failure is not None:
+    if stopped:
+        reason = "interrupted: stopped by the user"
+    elif outcome.failure is not None:
         reason = f"{outcome.failure.kind}: {outcome.failure.message}"
     elif not outcome.ok:
         reason = f"{arm.backend} exited with code {outcome.returncode}"

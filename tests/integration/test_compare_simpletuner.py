@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,8 @@ def _child_env(home: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def comparison(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def st_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A home whose registry has SimpleTuner only, the tiny SDXL model, a drawn dataset and a job file."""
     pytest.importorskip("matplotlib", reason="pip install -e '.[report]'")
     st_env, why = _real_env("simpletuner")
     if st_env is None:
@@ -76,12 +78,17 @@ def comparison(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     }
     job_file = root / "job.yaml"
     job_file.write_text(yaml.safe_dump(job))
-    out = root / "out"
-    argv = [sys.executable, "-m", "orchestrator.cli", "compare", str(job_file), "--backends", "kohya,simpletuner"]
-    argv += ["--vary", "network.rank=4,8", "-o", str(out), "--json"]
-    result = subprocess.run(argv, capture_output=True, text=True, env=_child_env(home), timeout=900)
+    return {"root": root, "home": home, "job": job_file}
+
+
+@pytest.fixture(scope="module")
+def comparison(st_setup: dict[str, Path]) -> dict[str, Any]:
+    out = st_setup["root"] / "out"
+    argv = [sys.executable, "-m", "orchestrator.cli", "compare", str(st_setup["job"])]
+    argv += ["--backends", "kohya,simpletuner", "--vary", "network.rank=4,8", "-o", str(out), "--json"]
+    result = subprocess.run(argv, capture_output=True, text=True, env=_child_env(st_setup["home"]), timeout=900)
     assert "Traceback" not in result.stderr, result.stderr[-4000:]
-    return {"result": result, "out": out, "json": json.loads(result.stdout), "root": root}
+    return {"result": result, "out": out, "json": json.loads(result.stdout)}
 
 
 def _arms(comparison: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -153,3 +160,26 @@ def test_arm_whose_backend_is_not_set_up_is_skipped_with_the_reason(comparison: 
 def test_real_report_screenshot_is_not_blank(comparison: dict[str, Any], tmp_path: Path) -> None:
     shot = screenshot(comparison["out"] / "report.html", tmp_path / "report.png", tmp_path)
     assert looks_drawn(shot)
+
+
+def test_ctrl_c_stops_the_comparison_and_still_reports(st_setup: dict[str, Path]) -> None:
+    """SIGINT during the first arm: it ends interrupted with its run folder, the next arm is not started, and
+    the report is written."""
+    out = st_setup["root"] / "out-interrupted"
+    argv = [sys.executable, "-m", "orchestrator.cli", "compare", str(st_setup["job"]), "--backends", "simpletuner"]
+    argv += ["--vary", "network.rank=4,8", "-o", str(out)]
+    child = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=_child_env(st_setup["home"]))
+    assert child.stderr is not None
+    seen = []
+    for line in child.stderr:  # readiness: the first arm has trained a step
+        seen.append(line)
+        if line.startswith("[simpletuner network.rank=4] step 1/"):
+            child.send_signal(signal.SIGINT)
+            break
+    rest = child.stderr.read()
+    assert child.wait(timeout=300) == 1, "".join(seen) + rest
+    assert "Traceback" not in rest
+    data = json.loads((out / "report.json").read_text())
+    first, second = data["arms"]
+    assert first["status"] == "interrupted" and Path(first["run_dir"], "logs", "stderr.log").exists()
+    assert second["status"] == "skipped" and second["reason"] == "not run: the comparison was interrupted"
