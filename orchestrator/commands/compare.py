@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print report.json to stdout at the end")
     parser.add_argument("--no-samples", action="store_true", help="skip sample images")
     parser.add_argument("--dry-run", action="store_true", help="show the arms and the settings mapping; train nothing")
+    parser.add_argument(
+        "--from-runs", nargs="+", metavar="RUN_DIR", help="train nothing: report on existing run folders (e.g. a sweep)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.job import merge_layers
 
     con = console()
+    if args.from_runs:
+        return _report_runs(args, con)
     if args.backends:
         backends = parse_backends(args.backends)
     elif args.vary:
@@ -84,6 +89,24 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(report.data, indent=2, default=str) + "\n")
     return 0 if all(r.status == "finished" for r in results) else 1
+
+
+def _report_runs(args: argparse.Namespace, con) -> int:  # type: ignore[no-untyped-def]
+    from orchestrator.compare.report import build_report
+    from orchestrator.compare.terminal import print_summary
+    from orchestrator.errors import LoraforgeError
+
+    runs = [Path(p).resolve() for p in args.from_runs]
+    for run in runs:
+        if not (run / "job.yaml").is_file():
+            raise LoraforgeError(f"{run} is not a loraforge run folder (no job.yaml)", "pass folders under runs/")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out or Path("runs") / f"compare-{stamp}").resolve()
+    report = build_report(runs, out, title="loraforge compare: " + ", ".join(run.name for run in runs))
+    print_summary(report, con)
+    if args.json:
+        sys.stdout.write(json.dumps(report.data, indent=2, default=str) + "\n")
+    return 0
 
 
 def _done_line(result) -> str:  # type: ignore[no-untyped-def]

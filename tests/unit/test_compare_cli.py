@@ -75,3 +75,20 @@ def test_arms_on_several_gpus_keep_their_order(tmp_path: Path) -> None:
     assert [r.label for r in results] == [a.label for a in arms]
     assert sorted(done) == sorted(a.label for a in arms)
     assert {r.status for r in results} == {"skipped"}  # nothing is set up in the isolated home
+
+
+def test_report_on_existing_run_folders(tmp_path: Path) -> None:
+    from compare_runs import make_run
+
+    from orchestrator.events import Finished, Progress
+
+    a = make_run(tmp_path, "kohya", [Progress(1, 2, loss=0.5), Progress(2, 2, loss=0.4), Finished(None, 1.0)])
+    b = make_run(tmp_path, "simpletuner", [Progress(1, 2, loss=0.6), Progress(2, 2, loss=0.3), Finished(None, 1.0)])
+    out = tmp_path / "report"
+    result = _compare("--from-runs", str(a.path), str(b.path), "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [arm["final_loss"] for arm in data["arms"]] == [0.4, 0.3]
+    assert (out / "report.html").exists()
+    bad = _compare("--from-runs", str(tmp_path))
+    assert bad.returncode == 1 and "is not a loraforge run folder" in bad.stderr
