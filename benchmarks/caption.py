@@ -90,7 +90,8 @@ def main() -> int:
             if not args.json:
                 r = rows[-1]
                 print(
-                    f"{name:10s} {r['model']:6s} {r['images']:4d} images {r['seconds']:7.2f} s {r['images_per_s']:8.1f} img/s"
+                    f"{name:10s} {r['model']:6s} {r['images']:4d} images {r['seconds']:7.2f} s (load {r['load_s']:.2f} s)"
+                    f" {r['images_per_s']:8.1f} img/s end to end {r['images_per_s_loaded']:8.1f} img/s loaded"
                 )
     if args.json:
         print(json.dumps({"device": args.device, "size": args.size, "batch_size": args.batch_size, "rows": rows}))

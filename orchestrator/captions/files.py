@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif", ".heic"})
+DECODE_SIDE = 1024  # JPEGs are decoded at the smallest 1/2^k scale still at least this big
 CAPTION_SUFFIX = ".txt"  # what both backends read (kohya caption_extension=".txt")
 
 
@@ -64,6 +65,8 @@ def open_image(path: Path) -> tuple[Image | None, str | None]:
 
     try:
         with Image.open(path) as im:
+            if im.format == "JPEG":  # decode big photos at a reduced scale: captioners look at <= 768 px anyway
+                im.draft("RGB", (DECODE_SIDE, DECODE_SIDE))
             im.load()
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "P", "PA"):
