@@ -296,6 +296,9 @@ class SimpleTunerBackend:
         }
         if self._channel is not None:
             settings["SIMPLETUNER_JOB_ID"] = self._channel.job_id
+            # requests honours HTTP(S)_PROXY: loopback webhooks must never be sent through a user's proxy
+            no_proxy = os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or ""
+            settings["NO_PROXY"] = ",".join(filter(None, [no_proxy, "127.0.0.1", "localhost"]))
         if target_device() == "cpu" and "CUDA_VISIBLE_DEVICES" not in os.environ:
             settings["CUDA_VISIBLE_DEVICES"] = ""
         child_env = {**os.environ, **settings}
@@ -422,6 +425,14 @@ class SimpleTunerBackend:
         )
         if target.exists():
             shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        free_gb = shutil.disk_usage(target.parent).free / 1e9
+        if free_gb < VENV_SIZE_GB + 1:
+            raise BackendNotReady(
+                f"{target.parent} has {free_gb:.1f} GB free; the SimpleTuner environment needs about "
+                f"{VENV_SIZE_GB:.0f} GB",
+                "free some disk space, or set LORAFORGE_HOME to a folder on a larger disk",
+            )
         subprocess.run([str(interpreter), "-m", "venv", str(target)], check=True, capture_output=True)
         constraints = target / "loraforge-constraints.txt"
         constraints.write_text("".join(f"{k}=={v}\n" for k, v in PINS.items()), encoding="utf-8")

@@ -125,3 +125,24 @@ def test_killed_mid_run_then_resumed(st_env, tiny_root: Path, tmp_path: Path) ->
     assert run.state()["resumed_from"] == 3 and run.state()["status"] == "finished"
     assert len(read_events(run.events_file)) > before  # one events.jsonl for the whole story
     assert (run.output / "tiny-st.safetensors").exists()
+
+
+def test_setup_registers_an_existing_venv(st_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.envs import load_registry
+
+    venv = st_env.python.parent.parent
+    monkeypatch.setenv("LORAFORGE_HOME", str(tmp_path / "home"))
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "setup", "simpletuner", "--venv", str(venv)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    env = load_registry()["simpletuner"]
+    assert env.python == st_env.python and not env.managed
+    assert env.versions["simpletuner"] == "4.10.1" and env.versions["transformers"] == "5.22.2"
+    assert env.versions["cuda"]  # probed once here, so rendering knows whether the CPU-only settings apply
+    from backends.simpletuner import SimpleTunerBackend
+
+    assert SimpleTunerBackend().check(env) == []  # what `loraforge doctor` shows as ok
