@@ -3,7 +3,8 @@
 RAM: the resident set of the child and every process it started (accelerate runs the trainer as a grandchild,
 data loaders add more), summed per sample; the peak of those sums is reported. psutil walks the tree on Linux,
 macOS and Windows alike, where /proc would be Linux only. GPU: ``nvidia-smi``'s per-process memory for the same
-processes, when nvidia-smi exists.
+processes, when nvidia-smi exists; where it cannot see them (a container shows the host's process ids), the growth
+of the arm's own GPU's used memory since the arm started.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ class Peaks:
 class TreeMonitor:
     """Samples the process tree under ``pid`` on a daemon thread until :meth:`stop`."""
 
-    def __init__(self, pid: int, interval_s: float = INTERVAL_S) -> None:
+    def __init__(self, pid: int, gpu: str | None = None, interval_s: float = INTERVAL_S) -> None:
         self.pid = pid
+        self.gpu = gpu
         self.interval_s = interval_s
         self.peaks = Peaks()
         self._done = threading.Event()
         self._nvidia_smi = shutil.which("nvidia-smi")
+        self._baseline = gpu_used_mib(self._nvidia_smi, gpu) if self._nvidia_smi and gpu is not None else None
         self._thread = threading.Thread(target=self._loop, name=f"monitor-{pid}", daemon=True)
         self._thread.start()
 
@@ -75,9 +78,36 @@ class TreeMonitor:
         used = gpu_memory_by_pid(self._nvidia_smi or "nvidia-smi")
         if used is None:
             return
-        total = sum(mib for pid, mib in used.items() if pid in pids) * 1024 * 1024
+        mine = [mib for pid, mib in used.items() if pid in pids]
+        if mine:
+            total = sum(mine) * 2**20
+        elif self._baseline is not None and self._nvidia_smi:
+            now = gpu_used_mib(self._nvidia_smi, self.gpu)
+            if now is None:
+                return
+            total = max(now - self._baseline, 0) * 2**20
+        else:
+            total = 0
         if self.peaks.gpu_bytes is None or total > self.peaks.gpu_bytes:
             self.peaks.gpu_bytes = total
+
+
+def gpu_used_mib(nvidia_smi: str, gpu: str | None) -> int | None:
+    """Used memory of GPU ``gpu`` (an index as nvidia-smi numbers them) in MiB."""
+    try:
+        out = subprocess.run(
+            [nvidia_smi, "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.stdout.splitlines() if out.returncode == 0 else []:
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(gpu) and parts[1].isdigit():
+            return int(parts[1])
+    return None
 
 
 def gpu_memory_by_pid(nvidia_smi: str = "nvidia-smi") -> dict[int, int] | None:

@@ -129,7 +129,7 @@ def run_arm(
     monitors: list[TreeMonitor] = []
 
     def started(child: Child) -> None:
-        monitors.append(TreeMonitor(child.pid))
+        monitors.append(TreeMonitor(child.pid, gpu))
         if on_start is not None:
             on_start(child)
 
