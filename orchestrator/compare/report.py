@@ -129,14 +129,14 @@ def _loss_plot(arms: list[ArmData]) -> tuple[bytes | None, str | None]:
 
 
 def _thumbnail(path: Path, size: int = 320) -> str | None:
-    """A PNG data URI of the image, at most ``size`` pixels a side (keeps the one-file report small)."""
+    """A JPEG data URI of the image, at most ``size`` pixels a side (keeps the one-file report small)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             image.thumbnail((size, size))
             buffer = io.BytesIO()
-            image.convert("RGB").save(buffer, format="PNG")
+            image.convert("RGB").save(buffer, format="JPEG", quality=90)
     except (OSError, UnidentifiedImageError, ValueError):
         return None
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

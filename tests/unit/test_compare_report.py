@@ -94,6 +94,7 @@ def test_report_from_runner_results_says_what_the_runs_recorded(tmp_path: Path, 
     assert curves is not None and curves.width > 400 and pixel_spread(curves) > 5
     grid = [img for img in page.images if img.get("alt", "").startswith("kohya network.rank=4: ")]
     assert len(grid) == 2  # both prompts, the one without the trigger included
+    assert all(img["src"].startswith("data:image/jpeg;base64,") for img in grid)
     assert "no trigger: leakage check" in report.html_path.read_text()
 
 
