@@ -416,7 +416,10 @@ class SimpleTunerBackend:
             if not self.check(env):
                 console.print(f"simpletuner environment already at {target} (use --force to recreate)")
                 return env
-        interpreter, version = find_python(PYTHON_MIN, PYTHON_MAX, python)
+        try:  # prefer the verified 3.12; any supported version otherwise
+            interpreter, version = find_python(PYTHON_MIN, (3, 13), python)
+        except BackendNotReady:
+            interpreter, version = find_python(PYTHON_MIN, PYTHON_MAX, python)
         cuda = _nvidia_smi_works()
         extra = "cuda" if cuda else "cpu"
         console.print(
