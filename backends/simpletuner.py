@@ -126,7 +126,7 @@ def map_options(
         "pretrained_model_name_or_path": job.base_model,
         "output_dir": str(out),
         "max_train_steps": t.steps or 0,
-        "num_train_epochs": t.epochs or 0 if not t.steps else 0,
+        "num_train_epochs": 0 if t.steps else (t.epochs or 0),  # explicit steps always decide the length
         "learning_rate": t.learning_rate,
         "lr_scheduler": t.scheduler,
         "lr_warmup_steps": t.warmup_steps,
@@ -166,8 +166,6 @@ def map_options(
         notes.append(
             f"training.validation_split={t.validation_split}: no held-out split is rendered for SimpleTuner yet"
         )
-    if s.format != "diffusers":
-        pass  # the final file's key layout is decided after training (orchestrator.lora), not by SimpleTuner
 
     # CPU-only / offline settings: only where they are needed, never forced on a GPU that is online.
     if cpu or offline:

@@ -151,6 +151,14 @@ def test_epochs_map_to_num_train_epochs(tmp_path: Path, cpu: None) -> None:
     assert (config["max_train_steps"], config["num_train_epochs"]) == (0, 3)
 
 
+def test_steps_win_over_epochs_and_say_so(tmp_path: Path, cpu: None) -> None:
+    job = make_job(tmp_path)
+    job = job.model_copy(update={"training": job.training.model_copy(update={"steps": 6, "epochs": 3})})
+    rendered = SimpleTunerBackend().render(job, tmp_path / "rendered")
+    assert (rendered.values["max_train_steps"], rendered.values["num_train_epochs"]) == (6, 0)
+    assert any("training.epochs=3 ignored" in note for note in rendered.notes)
+
+
 def test_awkward_strings_round_trip(tmp_path: Path, cpu: None) -> None:
     weird = 'a "quoted" \\ back\nslash # = ünïcødé ✓'
     job = make_job(tmp_path)
