@@ -332,7 +332,8 @@ class SimpleTunerBackend:
                 if match and folder.is_dir():
                     checkpoints.append((int(match.group(1)), folder))
         checkpoints.sort()
-        resume = Resume(state=checkpoints[-1][1], step=checkpoints[-1][0]) if checkpoints else None
+        complete = [(step, folder) for step, folder in checkpoints if checkpoint_complete(folder)]
+        resume = Resume(state=complete[-1][1], step=saved_step(*complete[-1])) if complete else None
         return Artifacts(lora=lora if lora.exists() else None, checkpoints=checkpoints, resume=resume)
 
     # the side channel -----------------------------------------------------------------------------------------
@@ -443,6 +444,23 @@ class SimpleTunerBackend:
             label=f"simpletuner {VERSION}",
         )
         return describe_env(exe, managed=True)
+
+
+def checkpoint_complete(folder: Path) -> bool:
+    """SimpleTuner writes training_state.json and, last, a .guard file saying "complete": a folder from a run killed
+    while saving lacks them and must not be resumed from."""
+    guard = folder / ".guard"
+    if guard.exists() and guard.read_text(encoding="utf-8", errors="replace").strip() != "complete":
+        return False
+    return (folder / "training_state.json").exists()
+
+
+def saved_step(step: int, folder: Path) -> int:
+    """The global step recorded in the checkpoint (the folder name says the same unless renamed)."""
+    try:
+        return int(json.loads((folder / "training_state.json").read_text(encoding="utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return step
 
 
 class _Channel:

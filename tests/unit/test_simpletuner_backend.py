@@ -191,15 +191,21 @@ def test_link_dataset_drops_a_stale_bucket_cache(tmp_path: Path) -> None:
     assert os.path.samefile(source / "shape_00.png", tmp_path / "copy" / "shape_00.png")
 
 
-def test_collect_finds_latest_checkpoint(tmp_path: Path) -> None:
+def test_collect_resumes_from_the_latest_complete_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "output" / "simpletuner"
-    for step in (3, 12, 6):
-        (out / f"checkpoint-{step}").mkdir(parents=True)
+    for step in (3, 12, 6, 15):
+        folder = out / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        if step != 15:  # checkpoint-15: killed while saving, no state written yet
+            (folder / "training_state.json").write_text(json.dumps({"global_step": step, "epoch": 1}))
+            (folder / ".guard").write_text("complete")
+    (out / "checkpoint-12" / ".guard").write_text("saving")  # 12: interrupted before the guard was completed
     (out / "checkpoint-9.tmp").mkdir()
     (out / "pytorch_lora_weights.safetensors").write_bytes(b"x")
     artifacts = SimpleTunerBackend().collect(make_job(tmp_path), tmp_path)
-    assert [s for s, _ in artifacts.checkpoints] == [3, 6, 12]
-    assert artifacts.resume is not None and artifacts.resume.step == 12
+    assert [s for s, _ in artifacts.checkpoints] == [3, 6, 12, 15]
+    assert artifacts.resume is not None
+    assert (artifacts.resume.step, artifacts.resume.state.name) == (6, "checkpoint-6")
     assert artifacts.lora == out / "pytorch_lora_weights.safetensors"
 
 
