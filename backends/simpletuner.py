@@ -351,12 +351,20 @@ class SimpleTunerBackend:
             for event in translator.events(payload):
                 emit(event)
 
-        with WebhookReceiver(on_payload) as receiver:
-            self._channel = _Channel(url=receiver.url, job_id=receiver.job_id, live=live)
-            try:
-                yield
-            finally:
-                self._channel = None
+        port = int(os.environ.get("LORAFORGE_WEBHOOK_PORT") or 0)  # 0: the OS picks a free one
+        receiver = WebhookReceiver(on_payload, port=port)
+        try:
+            receiver.start()
+        except LoraforgeError as exc:  # the run still works: progress then comes from SimpleTuner's progress bar
+            emit(Log("warning", f"{exc.message}; reading progress from SimpleTuner's log instead"))
+            yield
+            return
+        self._channel = _Channel(url=receiver.url, job_id=receiver.job_id, live=live)
+        try:
+            yield
+        finally:
+            self._channel = None
+            receiver.stop()
 
     # environment ----------------------------------------------------------------------------------------------
 
@@ -598,7 +606,10 @@ _BAR = re.compile(
 )
 _RATE = re.compile(r"(?P<value>[\d.]+)(?P<unit>s/it|it/s)")
 _ELAPSED = re.compile(r"^\s*[\d:]+<(?P<remaining>[\d:]+)")
-_SAVED = re.compile(r"Model weights saved in (?P<path>\S+)")
+# A checkpoint is complete when its LoRA weights (via accelerate launch) or its random states, the last piece of
+# training state SimpleTuner writes (via python -m simpletuner.train), are saved.
+_SAVED = re.compile(r"(?:Model weights|Random states) saved in (?P<path>\S+)")
+_SAVING = re.compile(r"Saving current state to \S*checkpoint-\d+")
 _CACHING = ("Generating aspect bucket cache", "Processing prompts", "Loading captions", "Caching")
 _EXCEPTION = re.compile(r"^(?P<name>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)|Killed)\b:?\s*(?P<text>.*)$")
 
@@ -678,6 +689,8 @@ class SimpleTunerLogParser:
             self._watch_exception(line)
             if line.startswith(_CACHING) and self.step is None:  # caption reloads at checkpoints are not a phase
                 events.extend(self._set_phase("caching"))
+            elif _SAVING.search(line):
+                events.extend(self._set_phase("saving"))
             elif "[ERROR]" in line:
                 events.append(Log("error", line.split("[ERROR]", 1)[1].strip()))
         saved = _SAVED.search(line)

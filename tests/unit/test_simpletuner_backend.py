@@ -253,3 +253,30 @@ def test_setup_with_old_python_fails_cleanly(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "needs Python >= 3.12, < 3.15" in out.stdout + out.stderr
     assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_webhook_port_in_use_falls_back_to_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpu: None) -> None:
+    """A fixed LORAFORGE_WEBHOOK_PORT that another program holds: a warning, no webhooks, the run still renders."""
+    import socket
+
+    from orchestrator.events import Log
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        monkeypatch.setenv("LORAFORGE_WEBHOOK_PORT", str(port))
+        backend = SimpleTunerBackend()
+        events: list[object] = []
+        with backend.open_channel(events.append):
+            rendered = backend.render(make_job(tmp_path), tmp_path / "rendered")
+            parser = backend.parser()
+    finally:
+        holder.close()
+    (warning,) = events
+    assert isinstance(warning, Log) and warning.level == "warning"
+    assert f"127.0.0.1:{port}" in warning.text
+    assert "from SimpleTuner's log instead" in warning.text
+    assert "webhook_config" not in rendered.values and "webhooks" not in rendered.files
+    assert parser.webhooks_live is None  # the stderr parser reports progress itself
