@@ -212,6 +212,48 @@ def map_options(
     return config, [dataset, text_embeds], notes
 
 
+_OPTIONS: dict[str, frozenset[str] | None] = {}
+
+
+def known_options(python: Path) -> frozenset[str] | None:
+    """The option names of the installed SimpleTuner, read from its field registry's source (nothing imported,
+    so this is quick); None where that registry is not found (another SimpleTuner layout): then nothing is checked."""
+    if str(python) in _OPTIONS:
+        return _OPTIONS[str(python)]
+    code = "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('simpletuner').origin))"
+    names: frozenset[str] | None = None
+    try:
+        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60)
+        sections = Path(out.stdout.strip()) / "simpletuner_sdk/server/services/field_registry/sections"
+        if out.returncode == 0 and sections.is_dir():
+            found: set[str] = set()
+            for source in sections.glob("*.py"):
+                found.update(re.findall(r'\bname="([a-z0-9_]+)"', source.read_text(encoding="utf-8")))
+            names = frozenset(found) or None
+    except (OSError, subprocess.TimeoutExpired):
+        names = None
+    _OPTIONS[str(python)] = names
+    return names
+
+
+def reject_unknown_options(config: dict[str, Any], python: Path) -> None:
+    """Typos in backend_args.simpletuner are caught before launching (SimpleTuner would ignore or fail late)."""
+    import difflib
+
+    names = known_options(python)
+    if names is None:
+        return
+    unknown = [key for key in config if key not in names]
+    if unknown:
+        guesses = [
+            f"{key} (did you mean {', '.join(difflib.get_close_matches(key, names, 2)) or '?'})" for key in unknown
+        ]
+        raise LoraforgeError(
+            f"unknown SimpleTuner option(s) in backend_args.simpletuner: {'; '.join(guesses)}",
+            "fix or remove them; the names are SimpleTuner's config keys without the leading --",
+        )
+
+
 def link_dataset(source: Path, target: Path) -> int:
     """A fresh per-run image folder: hard links where possible (no copy), else copies. Returns the file count."""
     if target.exists():
@@ -253,6 +295,9 @@ class SimpleTunerBackend:
         config, datasets, notes = map_options(
             job, device=target_device(), offline=_offline(), data_dir=data_dir, cache=base / "cache", out=out
         )
+        env = load_registry().get(self.name)
+        if env is not None and env.python.exists():
+            reject_unknown_options(config, env.python)
         files: dict[str, Path] = {}
         files["multidatabackend"] = write_rendered(
             workdir / "multidatabackend.json",

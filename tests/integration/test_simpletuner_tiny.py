@@ -160,3 +160,24 @@ def test_setup_registers_an_existing_venv(st_env, tmp_path: Path, monkeypatch: p
     from backends.simpletuner import SimpleTunerBackend
 
     assert SimpleTunerBackend().check(env) == []  # what `loraforge doctor` shows as ok
+
+
+def test_unknown_backend_args_rejected_before_launch(st_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Option names come from the installed SimpleTuner's own registry; everything loraforge renders is in it."""
+    from backends.simpletuner import SimpleTunerBackend, known_options
+    from orchestrator.errors import LoraforgeError
+    from orchestrator.job import build_job
+    from orchestrator.tiny.dataset import make_dataset
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
+    data = make_dataset(tmp_path / "data", count=2, size=64)
+    base = {"name": "t", "base_model": str(model), "dataset": str(data), "family": "sdxl", "training": {"steps": 2}}
+    rendered = SimpleTunerBackend().render(build_job(base), tmp_path / "ok")
+    names = known_options(st_env.python)
+    assert names and set(rendered.values) <= names
+    typo = build_job({**base, "backend_args": {"simpletuner": {"lerning_rate": 1e-4}}})
+    with pytest.raises(LoraforgeError) as info:
+        SimpleTunerBackend().render(typo, tmp_path / "bad")
+    assert "lerning_rate" in info.value.message and "learning_rate" in info.value.message
