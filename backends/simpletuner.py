@@ -320,6 +320,8 @@ class SimpleTunerBackend:
         files["config"] = write_rendered(
             workdir / "config.json", render_template("simpletuner/config.json.j2", config=config)
         )
+        if job.distributed.gpus * job.distributed.nodes > 1:
+            files["accelerate"] = render_accelerate(job, workdir, config["mixed_precision"])
         for label, expected in (("config", config), ("multidatabackend", datasets)):
             parsed = json.loads(files[label].read_text(encoding="utf-8"))
             if parsed != expected:
@@ -346,15 +348,8 @@ class SimpleTunerBackend:
             settings["CUDA_VISIBLE_DEVICES"] = ""
         child_env = {**os.environ, **settings}
         python = str(env.python)
-        processes = job.distributed.gpus * job.distributed.nodes
-        if processes > 1:
-            accelerate = rendered.files.get("accelerate")
-            if accelerate is None:
-                raise LoraforgeError(
-                    f"distributed.gpus={job.distributed.gpus}, nodes={job.distributed.nodes}: multi-process "
-                    "SimpleTuner needs a rendered accelerate config, which this version does not write yet",
-                    "train on one GPU (--gpus 1) for now",
-                )
+        accelerate = rendered.files.get("accelerate")
+        if accelerate is not None:
             trainer = [python, "-m", "accelerate.commands.launch", "--config_file", str(accelerate)]
             trainer += ["-m", "simpletuner.train"]
         else:
@@ -521,6 +516,30 @@ class _Channel:
         self.url = url
         self.job_id = job_id
         self.live = live
+
+
+def render_accelerate(job: JobSpec, workdir: Path, mixed_precision: str) -> Path:
+    """An explicit accelerate config for DDP on one node (progress is read from rank 0: only it posts webhooks)."""
+    import yaml
+
+    if job.distributed.nodes > 1:
+        raise LoraforgeError(
+            f"distributed.nodes={job.distributed.nodes}: multi-node SimpleTuner jobs are not supported yet",
+            "train on one node (--nodes 1) with several GPUs (--gpus N)",
+        )
+    cpu = target_device() == "cpu"
+    values = {
+        "distributed_type": "MULTI_CPU" if cpu else "MULTI_GPU",
+        "processes": job.distributed.gpus,
+        "port": 29500 + job.training.seed % 1000,
+        "mixed_precision": mixed_precision,
+        "use_cpu": cpu,
+    }
+    path = write_rendered(workdir / "accelerate.yaml", render_template("simpletuner/accelerate.yaml.j2", **values))
+    parsed = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if parsed["num_processes"] != values["processes"] or parsed["distributed_type"] != values["distributed_type"]:
+        raise LoraforgeError(f"rendered {path} does not match the intended values", "report this bug")
+    return path
 
 
 def refuse_family(family: str | None) -> None:

@@ -280,3 +280,38 @@ def test_webhook_port_in_use_falls_back_to_the_log(tmp_path: Path, monkeypatch: 
     assert "from SimpleTuner's log instead" in warning.text
     assert "webhook_config" not in rendered.values and "webhooks" not in rendered.files
     assert parser.webhooks_live is None  # the stderr parser reports progress itself
+
+
+def test_several_gpus_launch_through_accelerate_with_an_explicit_config(tmp_path: Path, gpu: None) -> None:
+    import yaml
+
+    job = make_job(tmp_path)
+    job = job.model_copy(update={"distributed": job.distributed.model_copy(update={"gpus": 2})})
+    backend = SimpleTunerBackend()
+    rendered = backend.render(job, tmp_path / "rendered")
+    config = yaml.safe_load(rendered.files["accelerate"].read_text())
+    assert (config["num_processes"], config["num_machines"], config["distributed_type"]) == (2, 1, "MULTI_GPU")
+    assert config["mixed_precision"] == rendered.values["mixed_precision"] and config["use_cpu"] is False
+    argv = backend.command(job, rendered, BackendEnv("simpletuner", Path("/venv/bin/python"))).argv
+    launcher = argv.index("/venv/bin/python")
+    assert argv[launcher:] == [
+        "/venv/bin/python", "-m", "accelerate.commands.launch", "--config_file", str(rendered.files["accelerate"]),
+        "-m", "simpletuner.train",
+    ]  # fmt: skip
+
+
+def test_one_gpu_launches_directly(tmp_path: Path, gpu: None) -> None:
+    job = make_job(tmp_path)
+    backend = SimpleTunerBackend()
+    rendered = backend.render(job, tmp_path / "rendered")
+    assert "accelerate" not in rendered.files
+    argv = backend.command(job, rendered, BackendEnv("simpletuner", Path("/venv/bin/python"))).argv
+    assert argv[-3:] == ["/venv/bin/python", "-m", "simpletuner.train"]
+
+
+def test_several_nodes_refused_clearly(tmp_path: Path, gpu: None) -> None:
+    job = make_job(tmp_path)
+    job = job.model_copy(update={"distributed": job.distributed.model_copy(update={"gpus": 2, "nodes": 2})})
+    with pytest.raises(LoraforgeError) as info:
+        SimpleTunerBackend().render(job, tmp_path / "rendered")
+    assert "nodes=2" in info.value.message and "--nodes 1" in (info.value.hint or "")
