@@ -527,13 +527,17 @@ def render_accelerate(job: JobSpec, workdir: Path, mixed_precision: str) -> Path
             f"distributed.nodes={job.distributed.nodes}: multi-node SimpleTuner jobs are not supported yet",
             "train on one node (--nodes 1) with several GPUs (--gpus N)",
         )
-    cpu = target_device() == "cpu"
+    if target_device() == "cpu":  # accelerate runs a single process for a CPU config (MULTI_CPU wants mpirun)
+        raise LoraforgeError(
+            f"distributed.gpus={job.distributed.gpus}, but SimpleTuner's environment has no CUDA",
+            "train with one process (--gpus 1) here, or on a machine with that many GPUs",
+        )
     values = {
-        "distributed_type": "MULTI_CPU" if cpu else "MULTI_GPU",
+        "distributed_type": "MULTI_GPU",
         "processes": job.distributed.gpus,
         "port": 29500 + job.training.seed % 1000,
         "mixed_precision": mixed_precision,
-        "use_cpu": cpu,
+        "use_cpu": False,
     }
     path = write_rendered(workdir / "accelerate.yaml", render_template("simpletuner/accelerate.yaml.j2", **values))
     parsed = yaml.safe_load(path.read_text(encoding="utf-8"))

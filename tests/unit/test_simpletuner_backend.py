@@ -315,3 +315,11 @@ def test_several_nodes_refused_clearly(tmp_path: Path, gpu: None) -> None:
     with pytest.raises(LoraforgeError) as info:
         SimpleTunerBackend().render(job, tmp_path / "rendered")
     assert "nodes=2" in info.value.message and "--nodes 1" in (info.value.hint or "")
+
+
+def test_several_processes_without_cuda_refused_clearly(tmp_path: Path, cpu: None) -> None:
+    job = make_job(tmp_path)
+    job = job.model_copy(update={"distributed": job.distributed.model_copy(update={"gpus": 2})})
+    with pytest.raises(LoraforgeError) as info:
+        SimpleTunerBackend().render(job, tmp_path / "rendered")
+    assert "gpus=2" in info.value.message and "no CUDA" in info.value.message
