@@ -391,7 +391,12 @@ class SimpleTunerBackend:
             for event in translator.events(payload):
                 emit(event)
 
-        port = int(os.environ.get("LORAFORGE_WEBHOOK_PORT") or 0)  # 0: the OS picks a free one
+        raw_port = os.environ.get("LORAFORGE_WEBHOOK_PORT") or "0"  # 0: the OS picks a free one
+        if not raw_port.isdigit() or int(raw_port) > 65535:
+            raise LoraforgeError(
+                f"LORAFORGE_WEBHOOK_PORT={raw_port!r} is not a port number", "set 1-65535, or unset it (any free port)"
+            )
+        port = int(raw_port)
         receiver = WebhookReceiver(on_payload, port=port)
         try:
             receiver.start()

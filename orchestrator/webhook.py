@@ -60,7 +60,7 @@ class WebhookReceiver:
         except OSError as exc:
             raise LoraforgeError(
                 f"cannot listen for progress webhooks on 127.0.0.1:{self._port}: {exc.strerror or exc}",
-                "another program holds that port; leave the port to the system (0) or free it",
+                "another program holds that port: choose a free one, or 0 to let the system pick",
             ) from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="webhook", daemon=True)
