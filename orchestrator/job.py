@@ -34,7 +34,7 @@ class _Model(BaseModel):
 
 class Network(_Model):
     type: NetworkType = Field("lora", description="LoRA or a LyCORIS algorithm")
-    rank: int = Field(16, ge=1, le=1024, description="network dim: the adapter's rank")
+    rank: int = Field(16, ge=1, le=100_000, description="network dim: the adapter's rank (LoKr uses huge values for full-rank factors)")
     alpha: float | None = Field(None, gt=0, description="scale = alpha / rank; default: equal to rank")
     dropout: float | None = Field(None, ge=0, lt=1)
     args: dict[str, ArgValue] = Field(default_factory=dict, description="extra network arguments (conv_dim, ...)")

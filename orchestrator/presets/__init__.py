@@ -1,0 +1,62 @@
+"""Hyperparameter presets: built-in (subject x family, shipped as YAML) and imported Kohya presets.
+
+A preset is a JobSpec layer (a partial nested dict); it sits below the job file and the flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.errors import LoraforgeError
+
+BUILTIN = Path(__file__).resolve().parent / "builtin"
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN.glob("*.yaml"))
+
+
+def builtin_path(name: str) -> Path:
+    return BUILTIN / f"{name}.yaml"
+
+
+def preset_for(subject: str, family: str) -> str:
+    return f"{subject}-{family}"
+
+
+def describe(name: str) -> str:
+    """The reasoning comment at the top of a built-in preset."""
+    first = builtin_path(name).read_text(encoding="utf-8").splitlines()[0]
+    return first.lstrip("# ").partition(": ")[2] or first
+
+
+def load_preset_layer(name_or_path: str) -> dict[str, Any]:
+    """A built-in name (face-sdxl), or a preset file: loraforge .yaml, Kohya GUI .json or sd-scripts .toml."""
+    if name_or_path in builtin_names():
+        return _read_yaml(builtin_path(name_or_path))
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise LoraforgeError(
+            f"no preset named {name_or_path!r} and no such file",
+            f"built-in presets: {', '.join(builtin_names())}; or pass a .yaml / Kohya .json / sd-scripts .toml file",
+        )
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return _read_yaml(path)
+    from orchestrator.presets.kohya_import import import_file
+
+    return import_file(path).layer
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    from orchestrator.job import _fix_yaml_floats
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise LoraforgeError(f"preset {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise LoraforgeError(f"preset {path} must be a mapping of settings")
+    return _fix_yaml_floats(data)
