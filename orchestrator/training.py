@@ -138,9 +138,13 @@ def run_training(
     ``extra_env`` is added to the child's environment (compare pins each arm to its GPU this way)."""
     backend = base.get(backend_name)
     job, env = preflight(job, backend)
+    from orchestrator.steps import apply_step_plan, image_sizes
+
+    job, plan = apply_step_plan(job, image_sizes(Path(job.dataset), IMAGE_SUFFIXES), backend_name)
     if run is None:
         run = create_run(job, backend_name)
     sink = EventSink(run, list(handlers or []))
+    sink.emit(Log("info", plan.text()))
     start = time.monotonic()
     try:
         return _run(job, backend, env, run, sink, resume, on_start, start, extra_env)
