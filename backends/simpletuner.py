@@ -254,16 +254,21 @@ def reject_unknown_options(config: dict[str, Any], python: Path) -> None:
         )
 
 
+TRAINING_FILES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".txt", ".caption"}
+
+
 def link_dataset(source: Path, target: Path) -> int:
-    """A fresh per-run image folder: hard links where possible (no copy), else copies. Returns the file count."""
+    """A fresh per-run folder of the dataset's images and captions: hard links where possible (no copy), else
+    copies. Anything else there (a prep manifest, a bucket cache SimpleTuner left for another config) stays out.
+    Returns the file count."""
     if target.exists():
         shutil.rmtree(target)
     count = 0
     for path in sorted(source.rglob("*")):
-        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(source).parts):
+        if not path.is_file() or path.suffix.lower() not in TRAINING_FILES:
             continue
-        if path.suffix.lower() == ".json" and "aspect" in path.name:
-            continue  # a bucket cache SimpleTuner left in the user's folder belongs to another config
+        if any(part.startswith(".") for part in path.relative_to(source).parts):
+            continue
         dest = target / path.relative_to(source)
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -89,7 +89,7 @@ def demo_dataset() -> Path:
     root = cache_dir() / "demo"
     photos = root / "photos"
     if not photos.is_dir():
-        make_dataset(root / "photos.partial", count=6, size=128, captions=False)
+        make_dataset(root / "photos.partial", count=6, size=256, captions=False)
         (root / "photos.partial").rename(photos)
     dataset = root / "dataset"
     shutil.rmtree(dataset, ignore_errors=True)
@@ -98,7 +98,7 @@ def demo_dataset() -> Path:
     except ImportError:
         prepare_dataset = None
     if prepare_dataset is not None:
-        prepare_dataset(photos, dataset, subject="object", size=128, crop="center")
+        prepare_dataset(photos, dataset, subject="object", size=256, crop="center")  # its smallest size
     else:  # TODO: drop this branch once orchestrator.dataset (issue 4) has landed
         shutil.copytree(photos, dataset)
     try:

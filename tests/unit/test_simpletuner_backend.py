@@ -186,8 +186,10 @@ def test_sd15_refused_by_train_before_launch(tmp_path: Path) -> None:
 def test_link_dataset_drops_a_stale_bucket_cache(tmp_path: Path) -> None:
     source = make_dataset(tmp_path / "src", count=2, size=64)
     (source / "aspect_ratio_bucket_indices_loraforge.json").write_text("{}")
+    (source / "manifest.json").write_text("{}")
+    (source / "report.html").write_text("<html></html>")
     assert link_dataset(source, tmp_path / "copy") == 4
-    assert not list((tmp_path / "copy").glob("*.json"))
+    assert sorted(p.suffix for p in (tmp_path / "copy").iterdir()) == [".png", ".png", ".txt", ".txt"]
     assert os.path.samefile(source / "shape_00.png", tmp_path / "copy" / "shape_00.png")
 
 
