@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import BackendNotReady
@@ -11,7 +12,7 @@ from orchestrator.errors import BackendNotReady
 _STEP = re.compile(r"^(Collecting|Downloading|Installing collected packages|Successfully installed|Building)")
 
 
-def run_pip(argv: list[str], *, console: Any, label: str) -> None:
+def run_pip(argv: list[str], *, console: Any, label: str, cwd: Path | None = None) -> None:
     """Run pip, showing a spinner bar with the package being collected/downloaded; raise with the tail on error."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -21,7 +22,9 @@ def run_pip(argv: list[str], *, console: Any, label: str) -> None:
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
     ) as progress:
         task = progress.add_task(f"installing {label}", total=None)
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, cwd=cwd
+        )
         assert process.stdout is not None
         for line in process.stdout:
             line = line.rstrip()

@@ -40,3 +40,9 @@ def build_cached(script: str, python: Path, *, name: str, root: Path | None = No
 def tiny_sdxl(python: Path, *, root: Path | None = None) -> Path:
     """A ~6 MB SDXL diffusers folder (UNet 1M parameters) that SimpleTuner and diffusers load like the real one."""
     return build_cached("sdxl_script.py", python, name="sdxl", root=root)
+
+
+def tiny_sd15(python: Path, *, root: Path | None = None) -> Path:
+    """An SD 1.5 diffusers folder sd-scripts trains: SD 1.5's UNet geometry (fixed in sd-scripts), tiny text
+    encoder and VAE. ~3.2 GB and ~40 s to build on 2 cores: built once, cached."""
+    return build_cached("sd15_script.py", python, name="sd15", root=root)
