@@ -150,7 +150,10 @@ def build_options(job: JobSpec, workdir: Path, *, cpu: bool, resume: Resume | No
 
 def local_tokenizers(base_model: str, workdir: Path) -> Path | None:
     """A local diffusers folder's own tokenizers, laid out where sd-scripts looks, so nothing is downloaded."""
-    model = Path(base_model).expanduser()
+    try:
+        model = Path(base_model).expanduser()
+    except RuntimeError:  # "~user" of an unknown user: not a local folder
+        return None
     if not (model / "tokenizer").is_dir():
         return None
     cache_root = workdir / "tokenizers"

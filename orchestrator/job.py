@@ -34,7 +34,12 @@ class _Model(BaseModel):
 
 class Network(_Model):
     type: NetworkType = Field("lora", description="LoRA or a LyCORIS algorithm")
-    rank: int = Field(16, ge=1, le=100_000, description="network dim: the adapter's rank (LoKr uses huge values for full-rank factors)")
+    rank: int = Field(
+        16,
+        ge=1,
+        le=100_000,
+        description="network dim: the adapter's rank (LoKr uses huge values for full-rank factors)",
+    )
     alpha: float | None = Field(None, gt=0, description="scale = alpha / rank; default: equal to rank")
     dropout: float | None = Field(None, ge=0, lt=1)
     args: dict[str, ArgValue] = Field(default_factory=dict, description="extra network arguments (conv_dim, ...)")
@@ -84,6 +89,17 @@ class Sampling(_Model):
 class Output(_Model):
     dir: Path = Field(Path("runs"), description="folder that holds run folders")
     name: str | None = Field(None, description="file name of the LoRA, without .safetensors; default: the job name")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        return _file_name(value)
+
+
+def _file_name(value: str | None) -> str | None:
+    if value is not None and (not value.strip() or any(c in value for c in "/\\\0\n\r") or value.startswith(".")):
+        raise ValueError("must be a plain file name (no folders, not hidden)")
+    return value
 
 
 class Distributed(_Model):

@@ -7,7 +7,6 @@ The data flows one way: JobSpec -> backend.render -> backend.command -> launch -
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import threading
 import time
@@ -74,7 +73,10 @@ class RunOutcome:
 
 
 def looks_like_path(text: str) -> bool:
-    return text.startswith(("/", "./", "../", "~")) or os.sep in text and Path(text).suffix != "" or Path(text).exists()
+    """A local path (which must exist) rather than a hub id like ``org/name``."""
+    if text.startswith(("/", "./", "../", "~", "\\")) or Path(text).exists():
+        return True
+    return Path(text).suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
 
 
 def preflight(job: JobSpec, backend: Backend) -> tuple[JobSpec, BackendEnv]:
