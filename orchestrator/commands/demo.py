@@ -146,7 +146,7 @@ def make_sample(python: Path, model: Path, lora: Path, out: Path) -> str:
 
     script = Path(__file__).resolve().parent.parent / "tiny" / "sample_script.py"
     result = subprocess.run(
-        [str(python), str(script), str(model), str(lora), str(out), PROMPT, "4", "128"],
+        [str(python), str(script), str(model), str(lora), str(out), PROMPT, "2", "128"],
         capture_output=True,
         text=True,
     )
