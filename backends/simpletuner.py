@@ -542,14 +542,17 @@ def render_accelerate(job: JobSpec, workdir: Path, mixed_precision: str) -> Path
             f"distributed.gpus={job.distributed.gpus}, but SimpleTuner's environment has no CUDA",
             "train with one process (--gpus 1) here, or on a machine with that many GPUs",
         )
-    values = {
+    values = {  # the shared accelerate template (one for every backend)
         "distributed_type": "MULTI_GPU",
         "processes": job.distributed.gpus,
+        "machines": 1,
+        "machine_rank": 0,
+        "main_ip": "127.0.0.1",
         "port": 29500 + job.training.seed % 1000,
         "mixed_precision": mixed_precision,
         "use_cpu": False,
     }
-    path = write_rendered(workdir / "accelerate.yaml", render_template("simpletuner/accelerate.yaml.j2", **values))
+    path = write_rendered(workdir / "accelerate.yaml", render_template("accelerate.yaml.j2", **values))
     parsed = yaml.safe_load(path.read_text(encoding="utf-8"))
     if parsed["num_processes"] != values["processes"] or parsed["distributed_type"] != values["distributed_type"]:
         raise LoraforgeError(f"rendered {path} does not match the intended values", "report this bug")
