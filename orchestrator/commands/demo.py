@@ -83,6 +83,8 @@ def demo_dataset() -> Path:
     """Photos drawn once into the cache, prepared and captioned into a fresh dataset folder."""
     import shutil
 
+    from orchestrator.captions import caption_dataset
+    from orchestrator.dataset import prepare_dataset
     from orchestrator.envs import cache_dir
     from orchestrator.tiny.dataset import make_dataset
 
@@ -93,18 +95,7 @@ def demo_dataset() -> Path:
         (root / "photos.partial").rename(photos)
     dataset = root / "dataset"
     shutil.rmtree(dataset, ignore_errors=True)
-    try:
-        from orchestrator.dataset import prepare_dataset  # type: ignore[attr-defined]
-    except ImportError:
-        prepare_dataset = None
-    if prepare_dataset is not None:
-        prepare_dataset(photos, dataset, subject="object", size=256, crop="center")  # its smallest size
-    else:  # TODO: drop this branch once orchestrator.dataset (issue 4) has landed
-        shutil.copytree(photos, dataset)
-    try:
-        from orchestrator.captions import caption_dataset  # type: ignore[attr-defined]
-    except ImportError:
-        from orchestrator.captions.pipeline import caption_dataset
+    prepare_dataset(photos, dataset, subject="object", size=256, crop="center")  # 256: prep's smallest size
     caption_dataset(dataset, captioner="template", trigger=TRIGGER, template="photo of {trigger}", mode="overwrite")
     return dataset
 
