@@ -1,0 +1,24 @@
+"""`loraforge convert IN OUT --to kohya|diffusers`: change the key layout, weights copied bit for bit."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="LoRA .safetensors to read")
+    parser.add_argument("target", help=".safetensors to write")
+    parser.add_argument("--to", choices=["kohya", "diffusers"], required=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from orchestrator.errors import LoraforgeError
+    from orchestrator.lora.convert import convert
+
+    source, target = Path(args.source), Path(args.target)
+    if source.resolve() == target.resolve():
+        raise LoraforgeError("the output would overwrite the input", "write the converted file under another name")
+    convert(source, target, args.to)
+    print(f"wrote {target} ({args.to} layout)")
+    return 0

@@ -1,0 +1,63 @@
+"""What a LoRA file is: layout, family, rank, alpha, modules, size, dtype, trigger and metadata (header only)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from orchestrator.basemodel import family_from_keys
+from orchestrator.errors import LoraforgeError
+from orchestrator.lora import keys as K
+from orchestrator.lora.convert import is_sdxl, scalar
+from orchestrator.lora.safetensors_io import read, read_header
+
+
+def describe(path: Path) -> dict[str, Any]:
+    header, metadata, _ = read_header(path)
+    names = list(header)
+    layout = K.layout(names)
+    if layout == "unknown":
+        raise LoraforgeError(
+            f"{path} is a .safetensors file but not a LoRA (no lora_down/lora_up or lora_A/lora_B keys)",
+            "pass a LoRA file, not a base model or an embedding",
+        )
+    down = ".lora_down.weight" if layout == "kohya" else ".lora_A.weight"
+    ranks = Counter(header[k]["shape"][0] for k in names if k.endswith(down))
+    modules = sum(1 for k in names if k.endswith(down))
+    alphas: Counter[float] = Counter()
+    if layout == "kohya":
+        tensors, _ = read(path)
+        alphas.update(scalar(t) for k, t in tensors.items() if k.endswith(".alpha"))
+    else:
+        try:
+            peft = json.loads(metadata.get("lora_adapter_metadata", "{}"))
+            alphas.update(float(v) for k, v in peft.items() if k.endswith(".lora_alpha"))
+        except ValueError:
+            pass
+    family = (
+        metadata.get("loraforge_family")
+        or (
+            "sdxl"
+            if is_sdxl(names, metadata)
+            else "flux"
+            if any("transformer." in k or "double_blocks" in k for k in names)
+            else None
+        )
+        or family_from_keys(names)
+        or "sd15"
+    )
+    return {
+        "file": str(path),
+        "layout": layout,
+        "family": family,
+        "rank": ranks.most_common(1)[0][0] if ranks else None,
+        "alpha": alphas.most_common(1)[0][0] if alphas else None,
+        "modules": modules,
+        "text_encoder": any(k.startswith(("lora_te", "text_encoder")) for k in names),
+        "size_bytes": path.stat().st_size,
+        "dtypes": dict(Counter(header[k]["dtype"] for k in names)),
+        "trigger": metadata.get("loraforge_trigger") or metadata.get("modelspec.trigger_phrase") or None,
+        "metadata": metadata,
+    }

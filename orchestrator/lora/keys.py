@@ -1,0 +1,117 @@
+"""LoRA key layouts and conversion between them, as pure string work.
+
+Kohya (sd-scripts, A1111, Forge, ComfyUI):  lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight / .lora_up
+    .weight / .alpha; text encoders lora_te_ (SD 1.5) or lora_te1_ / lora_te2_ (SDXL). sd-scripts names SD 1.5 modules
+    the diffusers way (dots become underscores) and SDXL modules the original (SGM) way: input_blocks_4_1_...
+Diffusers / PEFT (SimpleTuner, diffusers):  unet.down_blocks.0.attentions.0.proj_in.lora_A.weight / lora_B.weight;
+    text_encoder. / text_encoder_2. / transformer.; alpha is not per key but in the file's lora_adapter_metadata
+    (PEFT's lora_alpha, r, and alpha_pattern for modules that differ).
+"""
+
+from __future__ import annotations
+
+import re
+
+# Compound names in diffusers / transformers module paths: underscores inside them are not path separators.
+COMPOUNDS = {
+    "down_blocks", "up_blocks", "mid_block", "transformer_blocks", "single_transformer_blocks", "proj_in",
+    "proj_out", "to_q", "to_k", "to_v", "to_out", "conv_shortcut", "time_emb_proj", "text_model", "self_attn",
+    "q_proj", "k_proj", "v_proj", "out_proj", "final_layer_norm", "conv_in", "conv_out", "time_embedding",
+    "linear_1", "linear_2", "add_embedding", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "ff_context",
+    "proj_mlp", "norm_out", "layer_norm1", "layer_norm2", "token_embedding", "position_embedding",
+    "text_projection", "input_blocks", "output_blocks", "middle_block", "in_layers", "out_layers", "emb_layers",
+    "skip_connection",
+}  # fmt: skip
+_LONGEST = max(len(c.split("_")) for c in COMPOUNDS)
+
+KOHYA_PREFIXES = {
+    "lora_unet": "unet",
+    "lora_te": "text_encoder",
+    "lora_te1": "text_encoder",
+    "lora_te2": "text_encoder_2",
+}
+DIFFUSERS_PREFIXES = {"unet": "lora_unet", "text_encoder": "lora_te", "text_encoder_2": "lora_te2"}
+_RESNET_INNER = {
+    "in_layers.2": "conv1",
+    "out_layers.3": "conv2",
+    "emb_layers.1": "time_emb_proj",
+    "skip_connection": "conv_shortcut",
+}
+
+
+def layout(keys: list[str]) -> str:
+    """'kohya', 'diffusers', or 'unknown' (not a LoRA)."""
+    if any(k.startswith("lora_") and (".lora_down." in k or ".lora_up." in k) for k in keys):
+        return "kohya"
+    if any(".lora_A." in k or ".lora_B." in k for k in keys):
+        return "diffusers"
+    return "unknown"
+
+
+def split_module(underscored: str) -> str:
+    """'down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q' -> 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q'"""
+    parts = underscored.split("_")
+    out: list[str] = []
+    i = 0
+    while i < len(parts):
+        for width in range(min(_LONGEST, len(parts) - i), 1, -1):
+            candidate = "_".join(parts[i : i + width])
+            if candidate in COMPOUNDS:
+                out.append(candidate)
+                i += width
+                break
+        else:
+            out.append(parts[i])
+            i += 1
+    return ".".join(out)
+
+
+def sgm_to_diffusers(path: str) -> str:
+    """SDXL's original block names (sd-scripts' SDXL LoRAs) to diffusers': input_blocks.4.1 -> down_blocks.1.attentions.0."""
+    if match := re.match(r"input_blocks\.(\d+)\.(\d+)\.?(.*)", path):
+        n, m, rest = int(match.group(1)), int(match.group(2)), match.group(3)
+        block, index = (n - 1) // 3, (n - 1) % 3
+        if index == 2:
+            return f"down_blocks.{block}.downsamplers.0.conv"
+        head = f"down_blocks.{block}.{'resnets' if m == 0 else 'attentions'}.{index}"
+    elif match := re.match(r"middle_block\.(\d+)\.?(.*)", path):
+        m, rest = int(match.group(1)), match.group(2)
+        head = {0: "mid_block.resnets.0", 1: "mid_block.attentions.0", 2: "mid_block.resnets.1"}[m]
+    elif match := re.match(r"output_blocks\.(\d+)\.(\d+)\.?(.*)", path):
+        n, m, rest = int(match.group(1)), int(match.group(2)), match.group(3)
+        block, index = n // 3, n % 3
+        if m == 0:
+            head = f"up_blocks.{block}.resnets.{index}"
+        elif m == 1 and block < 2:
+            head = f"up_blocks.{block}.attentions.{index}"
+        else:
+            return f"up_blocks.{block}.upsamplers.0.conv"
+    else:
+        return path
+    if head.split(".")[-2] == "resnets":
+        rest = _RESNET_INNER.get(rest, rest)
+    return f"{head}.{rest}" if rest else head
+
+
+def kohya_module_to_diffusers(module: str) -> str:
+    """'lora_unet_input_blocks_4_1_proj_in' -> 'unet.down_blocks.1.attentions.0.proj_in'."""
+    for prefix in sorted(KOHYA_PREFIXES, key=len, reverse=True):
+        if module.startswith(prefix + "_"):
+            path = split_module(module[len(prefix) + 1 :])
+            if prefix == "lora_unet":
+                path = sgm_to_diffusers(path)
+            return f"{KOHYA_PREFIXES[prefix]}.{path}"
+    raise ValueError(f"not a Kohya LoRA module name: {module}")
+
+
+def diffusers_module_to_kohya(module: str, sdxl: bool) -> str:
+    """'text_encoder.text_model.encoder.layers.0.self_attn.q_proj' -> 'lora_te1_text_model_encoder_layers_0_self_attn_q_proj'."""
+    root, _, path = module.partition(".")
+    if root == "transformer":
+        raise ValueError("Flux LoRAs keep sd-scripts' own block layout; converting Flux to Kohya is not supported yet")
+    prefix = DIFFUSERS_PREFIXES.get(root)
+    if prefix is None:
+        raise ValueError(f"not a diffusers LoRA module name: {module}")
+    if sdxl and prefix == "lora_te":
+        prefix = "lora_te1"
+    return f"{prefix}_{path.replace('.', '_')}"
