@@ -77,11 +77,12 @@ def test_train_tiny_sdxl(st_env, tiny_root: Path, tmp_path: Path) -> None:  # ty
     assert any(e.loss is not None and round(e.loss, 2) != e.loss for e in steps)
     lora = outcome.lora
     assert lora is not None and lora == outcome.run.output / "tiny-st.safetensors"
-    with safe_open(str(lora), "np") as f:
+    with safe_open(str(lora), "np") as f:  # the final file is in the Kohya layout by default (saving.format)
         keys = list(f.keys())
-        downs = [k for k in keys if k.endswith("lora_A.weight")]
-        assert downs and all(k.startswith("unet.") for k in keys)
+        downs = [k for k in keys if k.endswith(".lora_down.weight")]
+        assert downs and all(k.startswith("lora_unet_") for k in keys)
         assert {f.get_tensor(k).shape[0] for k in downs} == {4}  # rank
+        assert f.metadata()["loraforge_backend"] == "simpletuner"
     assert read_events(outcome.run.events_file)[-1] == seen[-1]
     assert (outcome.run.logs / "stderr.log").stat().st_size > 0
 
