@@ -59,8 +59,8 @@ def test_runs_show_lists_both_losses_per_checkpoint_and_flags_the_turn(
         (30, 0.20, 0.38),
     ]
     assert main(["runs", "show", str(run)]) == 0
-    text = capsys.readouterr().out
+    text = capsys.readouterr().err  # tables go to stderr, like all human output
     # Rich may wrap the flag onto a second line of the row; only the step-30 row carries it.
     flagged = [line for line in text.splitlines() if "<- validation loss" in line]
-    assert len(flagged) == 1 and "0.3800" in flagged[0] and "0.2000" in flagged[0]
-    assert "turns up here" in text
+    assert len(flagged) == 1 and "0.3800" in flagged[0] and "0.2000" in flagged[0], text
+    assert "turns up here" in text, text
