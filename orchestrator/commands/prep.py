@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--crop",
         choices=["auto", "face", "center", "none"],
         default="auto",
-        help="auto: face-aware for faces, none otherwise",
+        help="auto: face-aware for faces, centre crop otherwise; none keeps the framing",
     )
     parser.add_argument("--remove-background", action="store_true", help="cut out the subject (needs loraforge[bg])")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")

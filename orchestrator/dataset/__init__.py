@@ -100,7 +100,7 @@ def prepare_dataset(
     if size % 64 or size < 256:
         raise LoraforgeError(f"--size {size}: must be a multiple of 64, at least 256", "e.g. --size 1024")
     if crop == "auto":
-        crop = "face" if subject == "face" else "none"
+        crop = "face" if subject == "face" else "center"
     if crop not in ("face", "center", "none"):
         raise LoraforgeError(f"--crop {crop!r}: unknown", "use face, center or none")
     if remove_background:

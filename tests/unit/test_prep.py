@@ -102,13 +102,10 @@ def build_corpus(src: Path) -> tuple[set[str], dict[str, str]]:
     bad["fake.heic"] = "not an image"
     Image.new("RGB", (640, 640), (128, 128, 128)).save(src / "flat.png")
     bad["flat.png"] = "blurry"
-    unreadable = src / "unreadable.png"
-    textured(24).save(unreadable)
-    unreadable.chmod(0)
-    if os.geteuid() == 0:  # root reads anything: make it unreadable the other way a real disk does, by vanishing
-        unreadable.chmod(0o644)
-        good.add("unreadable.png")
-    else:
+    if os.geteuid() != 0:  # root reads a chmod 000 file anyway: that case is its own test, skipped as root
+        unreadable = src / "unreadable.png"
+        textured(24).save(unreadable)
+        unreadable.chmod(0)
         bad["unreadable.png"] = "permission"
     (src / "caption-only.txt").write_text("a caption without an image")
     (src / "plain.txt").write_text('ohwx "person", with a caption\nover two lines')
@@ -120,7 +117,7 @@ def test_bad_input_corpus_every_file_reported_good_ones_processed_source_untouch
     good, bad = build_corpus(src)
     assert len(bad) + len(good) >= 24 and len(bad) >= 12  # plus the symlink loop and a caption with no image
     before = tree_digest(src)
-    result = prepare_dataset(src, tmp_path / "out", subject="object", size=512, workers=2)
+    result = prepare_dataset(src, tmp_path / "out", subject="object", size=512, crop="none", workers=2)
     assert tree_digest(src) == before
     verdicts = {}
     for entry in result.entries:
@@ -201,3 +198,53 @@ def test_output_inside_source_is_refused(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     with pytest.raises(LoraforgeError, match="inside the photo folder"):
         prepare_dataset(tmp_path / "photos", tmp_path / "photos" / "out")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="running as root: chmod 000 does not stop root from reading a file")
+def test_unreadable_file_is_reported_with_permission_reason(tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    textured(60).save(src / "ok.png")
+    textured(61).save(src / "locked.png")
+    (src / "locked.png").chmod(0)
+    try:
+        result = prepare_dataset(src, tmp_path / "out", subject="object", size=512)
+    finally:
+        (src / "locked.png").chmod(0o644)
+    assert result.accepted == 1
+    assert any("permission" in reason for source, reason in result.rejected if "locked" in str(source))
+
+
+def test_center_crop_is_the_default_for_objects_and_cli_writes_json(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    textured(70, (800, 600)).save(src / "wide.png")
+    result = prepare_dataset(src, tmp_path / "out", subject="object", size=512)
+    (entry,) = result.entries
+    with Image.open(entry["output"]) as image:
+        assert image.size == (512, 512)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "prep",
+            str(src),
+            "-o",
+            str(tmp_path / "cli"),
+            "--subject",
+            "style",
+            "--size",
+            "256",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["accepted"] == 1 and Path(summary["report"]).is_file()
