@@ -248,3 +248,49 @@ def test_center_crop_is_the_default_for_objects_and_cli_writes_json(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["accepted"] == 1 and Path(summary["report"]).is_file()
+
+
+def test_background_removal_with_a_tiny_local_onnx_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rembg's real session code on a one-node ONNX model (mask = channel mean), built here: nothing downloaded."""
+    pytest.importorskip("rembg", reason="pip install -e '.[bg]'")
+    onnx = pytest.importorskip("onnx", reason="pip install -e '.[dev]'")
+    from onnx import TensorProto, helper
+
+    home = tmp_path / "u2net"  # rembg accepts custom models only inside U2NET_HOME
+    home.mkdir()
+    monkeypatch.setenv("U2NET_HOME", str(home))
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input", "axes"], ["mask"], keepdims=1)],
+        "tiny-mask",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 320, 320])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 320, 320])],
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, home / "tiny.onnx")
+    src = tmp_path / "photos"
+    src.mkdir()
+    photo = textured(80)
+    draw = ImageDraw.Draw(photo)
+    draw.rectangle([0, 0, 639, 639], fill=(0, 0, 0))
+    draw.rectangle([160, 160, 480, 480], fill=(250, 250, 250))
+    draw.line([160, 320, 480, 320], fill=(0, 0, 0), width=9)  # enough edges to pass the blur check
+    for i in range(0, 640, 16):
+        draw.line([160 + i // 2, 160, 160 + i // 2, 480], fill=(20, 20, 20), width=2)
+    photo.save(src / "subject.png")
+    result = prepare_dataset(
+        src,
+        tmp_path / "out",
+        subject="object",
+        size=512,
+        crop="none",
+        remove_background=True,
+        background_model=str(home / "tiny.onnx"),
+        workers=1,
+    )
+    (entry,) = result.entries
+    assert entry["verdict"] == "accepted", entry
+    with Image.open(entry["output"]) as image:
+        pixels = np.asarray(image)
+    assert pixels[:40, :40].mean() > 240  # black background cut away and flattened on white
