@@ -466,6 +466,7 @@ EPOCH = re.compile(r"^epoch (\d+)/(\d+)")
 SAVED = re.compile(r"saving checkpoint: (.+\.safetensors)")
 SKIP = re.compile(r"skipping (\d+) steps")
 STATE = re.compile(r"saving state at step (\d+)")
+SEGMENT = re.compile(r"[\r\n]")
 
 
 def _seconds(clock: str) -> float | None:
@@ -494,12 +495,16 @@ class KohyaLogParser:
 
     def feed(self, data: bytes, stream: str) -> list[Event]:
         buffer = self.partial[stream] + data
-        *segments, rest = re.split(rb"[\r\n]", buffer)
-        self.partial[stream] = rest
+        cut = max(buffer.rfind(b"\n"), buffer.rfind(b"\r"))
+        if cut < 0:
+            self.partial[stream] = buffer
+            return []
+        self.partial[stream] = buffer[cut + 1 :]
+        text = buffer[:cut].decode("utf-8", "replace")  # one decode per chunk, not per segment: the hot path
         events: list[Event] = []
-        for segment in segments:
+        for segment in SEGMENT.split(text):
             if segment:
-                events.extend(self._segment(segment.decode("utf-8", "replace")))
+                events.extend(self._segment(segment))
         return events
 
     def finish(self, returncode: int) -> list[Event]:
@@ -519,7 +524,7 @@ class KohyaLogParser:
         return [Phase(name)]
 
     def _segment(self, raw: str) -> list[Event]:
-        line = ANSI.sub("", raw)
+        line = ANSI.sub("", raw) if "\x1b" in raw else raw
         if "steps:" in line:
             match = BAR.search(line)
             if match:
@@ -528,24 +533,28 @@ class KohyaLogParser:
         if not stripped:
             return []
         self.tail.append(line.rstrip())
-        if match := TOTAL.search(line):
+        # substring tests before regexes: most lines match nothing, and this is the parser's hot path
+        if "optimization steps" in line and (match := TOTAL.search(line)):
             self.total = int(match.group(1))
             return self._set_phase("training")
-        if match := SKIP.search(line):
+        if "skipping" in line and (match := SKIP.search(line)):
             self.offset = int(match.group(1))
             return [Log("info", f"resumed: skipping {self.offset} steps already trained")]
-        if match := EPOCH.match(stripped):
+        if stripped.startswith("epoch ") and (match := EPOCH.match(stripped)):
             self.epoch, self.epochs = int(match.group(1)), int(match.group(2))
             return []
-        if match := SAVED.search(line):
+        if "saving checkpoint:" in line and (match := SAVED.search(line)):
             path = match.group(1).strip()
             step_match = re.search(r"-step(\d+)\.safetensors$", path)
             if step_match is None:  # the final LoRA, not an intermediate checkpoint
                 return self._set_phase("saving")
             return [Checkpoint(path, int(step_match.group(1)))]
-        if "caching latents" in line.lower():
+        if self.phase == "training":
+            return []
+        lower = line.lower()
+        if "caching latents" in lower:
             return self._set_phase("caching")
-        if "loading" in line.lower() and self.phase is None:
+        if "loading" in lower and self.phase is None:
             return self._set_phase("loading")
         return []
 
