@@ -9,7 +9,8 @@ from pathlib import Path
 
 from orchestrator.errors import LoraforgeError
 
-SCRIPT = Path(__file__).resolve().parent.parent / "tiny" / "sample_script.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "tiny" / "sample_script.py"  # one image per call (demo, tests)
+WORKER = Path(__file__).resolve().parent / "sample_worker.py"
 
 
 def diffusers_python() -> Path:
@@ -44,25 +45,33 @@ def generate(
     *,
     steps: int = 20,
     size: int = 1024,
+    scale: float = 1.0,
+    guidance: float = 1.0,
 ) -> list[Path]:
-    """One PNG per (prompt, seed), named by their index; each log line says how much the LoRA changed the pixels."""
+    """One PNG per (prompt, seed), named by their index, from one pipeline load in ``python`` (which has diffusers).
+    ``scale`` weights the LoRA (0 = base model). ``guidance`` 1 (the default here, as before; the CLI uses 7) skips
+    classifier-free guidance: half the cost."""
+    import json
+
     python = python or diffusers_python()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i, prompt in enumerate(prompts):
-        for seed in seeds:
-            out = out_dir / f"sample-{i:02d}-seed{seed}.png"
-            result = subprocess.run(
-                [str(python), str(SCRIPT), base_model, str(lora), str(out), prompt, str(steps), str(size), str(seed)],
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode != 0 or not out.exists():
-                tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
-                raise LoraforgeError(
-                    f"generating {out.name} failed:\n{tail}", "check the base model and the LoRA's family"
-                )
-            written.append(out)
+    args = {
+        "base_model": base_model,
+        "lora": str(lora),
+        "prompts": prompts,
+        "seeds": seeds,
+        "out_dir": str(out_dir),
+        "steps": steps,
+        "size": size,
+        "scale": scale,
+        "guidance": guidance,
+    }
+    result = subprocess.run([str(python), str(WORKER), json.dumps(args)], capture_output=True, text=True)
+    written = [Path(json.loads(line)["path"]) for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or len(written) != len(prompts) * len(seeds):
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
+        raise LoraforgeError(
+            f"generating samples from {lora} failed:\n{tail}", "check the base model and the LoRA's family"
+        )
     return written
 
 

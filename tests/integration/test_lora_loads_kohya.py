@@ -64,3 +64,31 @@ def test_a_kohya_lora_converts_exactly_and_loads_in_diffusers(
         assert result.returncode == 0, result.stderr[-2000:]
         change = pixel_change(result.stdout)
         assert change is not None and change > 0, (path.name, result.stdout)
+
+
+def test_sample_generates_every_prompt_and_seed_from_one_pipeline_load(
+    tmp_path: Path,
+    kohya: dict,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`loraforge sample` through the worker: the Kohya layout in sd-scripts' venv (merged, no peft), at scale 0.5."""
+    from orchestrator.cli import main
+    from orchestrator.envs import load_registry
+
+    monkeypatch.setenv("LORAFORGE_HOME", str(kohya["home"]))
+    env = load_registry()["kohya"]
+    job = write_job(tmp_path, kohya, steps=1)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "train", str(job), "--backend", "kohya", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lora = json.loads(out.stdout.splitlines()[-1])["lora_path"]
+    argv = ["sample", lora, "--base-model", str(kohya["model"]), "--prompt", "photo of ohwx", "--prompt", "a cat"]
+    argv += ["--seed", "1", "--seed", "2", "--scale", "0.5", "--steps", "2", "--size", "64", "--guidance", "1"]
+    argv += ["--python", str(env.python), "-o", str(tmp_path / "samples")]
+    assert main(argv) == 0
+    names = sorted(p.name for p in (tmp_path / "samples").glob("*.png"))
+    assert names == ["sample-00-seed1.png", "sample-00-seed2.png", "sample-01-seed1.png", "sample-01-seed2.png"]
