@@ -23,7 +23,7 @@ class Options:
     background_model: str | None = None
 
     def key(self) -> str:
-        return f"{self.subject}-{self.size}-{self.crop}-{int(self.remove_background)}-{self.background_model or ''}-v1"
+        return f"{self.subject}-{self.size}-{self.crop}-{int(self.remove_background)}-{self.background_model or ''}-v2"
 
 
 def process(source: str, output: str, options: Options) -> dict[str, Any]:
@@ -54,7 +54,8 @@ def process(source: str, output: str, options: Options) -> dict[str, Any]:
     if options.subject == "face" or options.crop == "face":
         found = checks.faces(image)
         main = checks.significant_faces(found)
-        result["faces"] = [list(b) for b in main]
+        scale = original[0] / width  # faces and crop box are reported in the original photo's pixels
+        result["faces"] = [[round(v * scale) for v in b] for b in main]
         if options.subject == "face" and not main:
             reasons.append("no face found")
         elif options.subject == "face" and len(main) > 1:

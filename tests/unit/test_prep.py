@@ -294,3 +294,32 @@ def test_background_removal_with_a_tiny_local_onnx_model(tmp_path: Path, monkeyp
     with Image.open(entry["output"]) as image:
         pixels = np.asarray(image)
     assert pixels[:40, :40].mean() > 240  # black background cut away and flattened on white
+
+
+def test_grace_hopper_face_found_and_kept_in_the_crop(tmp_path: Path) -> None:
+    cbook = pytest.importorskip("matplotlib.cbook", reason="pip install -e '.[report]' (matplotlib ships the photo)")
+    src = tmp_path / "photos"
+    src.mkdir()
+    with cbook.get_sample_data("grace_hopper.jpg") as photo:
+        (src / "grace hopper.jpg").write_bytes(photo.read())
+    result = prepare_dataset(src, tmp_path / "out", subject="face", size=512, workers=1)
+    (entry,) = result.entries
+    assert entry["verdict"] == "accepted", entry
+    fx, fy, fw, fh = entry["faces"][0]
+    left, top, right, bottom = entry["crop_box"]
+    assert left <= fx and top <= fy and fx + fw <= right and fy + fh <= bottom
+    with Image.open(entry["output"]) as image:
+        assert image.size == (512, 512)
+
+
+def test_face_and_crop_box_in_original_pixels_when_jpeg_is_decoded_at_reduced_size(tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    Image.fromarray(skimage_data.astronaut()).resize((2048, 2048)).save(src / "big.jpg", quality=92)
+    result = prepare_dataset(src, tmp_path / "out", subject="face", size=512, workers=1)
+    (entry,) = result.entries
+    assert entry["verdict"] == "accepted", entry
+    fx, fy, fw, fh = entry["faces"][0]
+    left, top, right, bottom = entry["crop_box"]
+    assert fw > 300  # the astronaut's face is ~1/6 of the frame: in 2048-px coordinates, not the 512-px draft
+    assert left <= fx and top <= fy and fx + fw <= right and fy + fh <= bottom <= 2048
