@@ -64,3 +64,20 @@ def test_slurm_not_reachable_is_a_clear_error(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(LoraforgeError, match="Slurm is not reachable") as info:
         SlurmExecutor().submit(tmp_path)
     assert "ci/slurm-up.sh up" in (info.value.hint or "")
+
+
+@requires_slurm
+def test_cancel_and_status_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.cli import main
+    from orchestrator.executors.base import record_job
+
+    folder = _folder(tmp_path, "c")
+    job_id = SlurmExecutor().submit(folder)
+    record_job(job_id, "slurm", folder)
+    assert main(["cancel", job_id]) == 0
+    deadline = time.monotonic() + 60  # a running job passes through COMPLETING before CANCELLED
+    while SlurmExecutor().status(job_id).state != "CANCELLED" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert main(["status", job_id]) == 0
+    out = capsys.readouterr().out
+    assert f"cancelled {job_id}" in out and "CANCELLED" in out
