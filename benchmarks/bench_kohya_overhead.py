@@ -5,7 +5,7 @@
 Training: `loraforge train` against the command `loraforge render` prints (the same argv the run folder keeps in
 rendered/command.txt), on the same tiny SD 1.5 (built once, cached), same data and steps, alternating so drift on
 a shared machine hits both sides; medians reported. `loraforge --help`: median of 20. Parser: a synthetic ~50 MB
-log built from the real fixture lines, fed in 64 KiB chunks. Needs `loraforge setup kohya`.
+log of progress bars drawn as sd-scripts draws them (each step twice), fed in 64 KiB chunks. Needs `loraforge setup kohya`.
 """
 
 from __future__ import annotations
@@ -71,9 +71,11 @@ def help_time(count: int = 20) -> float:
 def parser_throughput(target_mb: int = 50) -> float:
     from backends.kohya import KohyaBackend
 
+    # as sd-scripts draws it: each step twice (the new count with the old average, then the new average)
     lines = [
-        f"steps:  {i % 100}%|███▌      | {i}/100000 [00:{i % 60:02d}<00:10,  1.23it/s, avr_loss={0.1 + i * 1e-6:.4f}]\r"
-        for i in range(2000)
+        f"steps:  {i % 100}%|███▌      | {i}/100000 [00:{i % 60:02d}<00:10,  1.23it/s, avr_loss={0.1 + j * 1e-6:.4f}]\r"
+        for i in range(1, 1001)
+        for j in (i - 1, i)
     ]
     block = "".join(lines).encode() + b"epoch 1/10\nsaving checkpoint: /tmp/x/bench-000001.safetensors\n"
     data = block * max(1, target_mb * 1024 * 1024 // len(block))
