@@ -17,7 +17,7 @@ from test_kohya_tiny import kohya, write_job  # noqa: F401  (fixtures)
 from orchestrator.lora.convert import convert
 from orchestrator.lora.inspect import describe
 from orchestrator.lora.safetensors_io import read
-from orchestrator.lora.sample import SCRIPT, pixel_change
+from orchestrator.lora.sample import SCRIPT, generate, pixel_change
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +64,11 @@ def test_a_kohya_lora_converts_exactly_and_loads_in_diffusers(
         assert result.returncode == 0, result.stderr[-2000:]
         change = pixel_change(result.stdout)
         assert change is not None and change > 0, (path.name, result.stdout)
+    # the sampler's peft path: load_lora_weights, then the adapter weighted by --scale
+    (png,) = generate(
+        diffusers, str(kohya["model"]), ["a cat"], [3], tmp_path / "s", st.python, steps=2, size=64, scale=0.5
+    )
+    assert png.name == "sample-00-seed3.png" and png.stat().st_size > 0
 
 
 def test_sample_generates_every_prompt_and_seed_from_one_pipeline_load(
