@@ -77,7 +77,7 @@ def parser_throughput(target_mb: int = 50) -> float:
         for i in range(1, 1001)
         for j in (i - 1, i)
     ]
-    block = "".join(lines).encode() + b"epoch 1/10\nsaving checkpoint: /tmp/x/bench-000001.safetensors\n"
+    block = "".join(lines).encode() + b"epoch 1/10\nsaving checkpoint: out/bench-000001.safetensors\n"
     data = block * max(1, target_mb * 1024 * 1024 // len(block))
     parser = KohyaBackend().parser()
     start = time.perf_counter()
