@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Artifacts, Launch, Problem, Rendered, Resume
-from orchestrator.envs import BackendEnv, find_python, home, python_version, venv_python
+from orchestrator.envs import BackendEnv, find_python, home, package_versions, python_version, venv_python
 from orchestrator.errors import BackendNotReady, LoraforgeError
 from orchestrator.events import Checkpoint, Event, Failure, Log, Phase, Progress
 from orchestrator.job import JobSpec
@@ -391,21 +391,6 @@ def _check_round_trip(path: Path, options: dict[str, Any]) -> None:
             raise LoraforgeError(
                 f"rendered {path}: {key} reads back as {parsed.get(key)!r}, not {value!r}", "report this bug"
             )
-
-
-def package_versions(python: Path, names: list[str]) -> dict[str, str | None]:
-    code = (
-        "import importlib.metadata as m, json, sys\n"
-        "def v(n):\n"
-        "    try: return m.version(n)\n"
-        "    except m.PackageNotFoundError: return None\n"
-        "print(json.dumps({n: v(n) for n in sys.argv[1:]}))"
-    )
-    try:
-        out = subprocess.run([str(python), "-c", code, *names], capture_output=True, text=True, timeout=60)
-        return json.loads(out.stdout) if out.returncode == 0 else {}
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        return {}
 
 
 def describe_env(python: Path, root: Path, *, managed: bool) -> BackendEnv:

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Artifacts, Launch, Problem, Rendered, Resume
-from orchestrator.envs import BackendEnv, find_python, home, load_registry, python_version, venv_python
+from orchestrator.envs import (
+    BackendEnv,
+    find_python,
+    home,
+    load_registry,
+    package_versions,
+    python_version,
+    venv_python,
+)
 from orchestrator.errors import BackendNotReady, LoraforgeError
 from orchestrator.events import Checkpoint, Event, Failure, Log, Phase, Progress
 from orchestrator.job import JobSpec
@@ -567,22 +575,6 @@ def refuse_family(family: str | None) -> None:
         )
     if family not in SimpleTunerBackend.families:
         raise LoraforgeError(f"SimpleTuner cannot train family {family!r}", "SimpleTuner trains: sdxl, flux")
-
-
-def package_versions(python: Path, names: list[str]) -> dict[str, str | None]:
-    """Installed versions read from package metadata (nothing is imported, so this is quick)."""
-    code = (
-        "import importlib.metadata as m, json, sys\n"
-        "def v(n):\n"
-        "    try: return m.version(n)\n"
-        "    except m.PackageNotFoundError: return None\n"
-        "print(json.dumps({n: v(n) for n in sys.argv[1:]}))"
-    )
-    try:
-        out = subprocess.run([str(python), "-c", code, *names], capture_output=True, text=True, timeout=60)
-        return json.loads(out.stdout) if out.returncode == 0 else {}
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        return {}
 
 
 def describe_env(python: Path, *, managed: bool) -> BackendEnv:

@@ -193,3 +193,19 @@ def find_python(
         f"no Python {wanted} found (looked on PATH and in pyenv: {', '.join(seen) or 'nothing'})",
         f"install one (e.g. `pyenv install {minimum[0]}.{minimum[1]}`) or pass --python /path/to/python3.{minimum[1]}",
     )
+
+
+def package_versions(python: Path, names: list[str]) -> dict[str, str | None]:
+    """Installed versions read from package metadata (nothing is imported, so this is quick)."""
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "def v(n):\n"
+        "    try: return m.version(n)\n"
+        "    except m.PackageNotFoundError: return None\n"
+        "print(json.dumps({n: v(n) for n in sys.argv[1:]}))"
+    )
+    try:
+        out = subprocess.run([str(python), "-c", code, *names], capture_output=True, text=True, timeout=60)
+        return json.loads(out.stdout) if out.returncode == 0 else {}
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return {}
