@@ -7,7 +7,6 @@ The data flows one way: JobSpec -> backend.render -> backend.command -> launch -
 from __future__ import annotations
 
 import contextlib
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -238,17 +237,9 @@ def _finalize(
         return None
     sink.emit(Phase("saving"))
     target = run.output / f"{job.lora_name}.safetensors"
-    try:
-        from orchestrator.lora.finalize import finalize_lora
-    except ImportError:  # pragma: no cover - the lora package is part of the distribution
-        finalize_lora = None
-    if finalize_lora is not None:
-        return finalize_lora(job, backend.name, env, artifacts.lora, target)
-    if artifacts.lora.resolve() != target.resolve():
-        tmp = target.with_suffix(".partial")
-        shutil.copyfile(artifacts.lora, tmp)
-        tmp.replace(target)
-    return target
+    from orchestrator.lora.finalize import finalize_lora
+
+    return finalize_lora(job, backend.name, env, artifacts.lora, target)
 
 
 def _shell_line(argv: list[str], cwd: Path) -> str:
