@@ -265,11 +265,25 @@ def reject_unknown_options(config: dict[str, Any], python: Path) -> None:
 TRAINING_FILES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".txt", ".caption"}
 
 
+LINKED_MARKER = ".loraforge-linked"  # no image suffix: SimpleTuner never trains on it
+
+
 def link_dataset(source: Path, target: Path) -> int:
     """A fresh per-run folder of the dataset's images and captions: hard links where possible (no copy), else
     copies. Anything else there (a prep manifest, a bucket cache SimpleTuner left for another config) stays out.
-    Returns the file count."""
+    Returns the file count. Only a folder this function made is ever replaced: never the user's own photos."""
+    source_r, target_r = source.resolve(), target.resolve()
+    if target_r == source_r or source_r in target_r.parents or target_r in source_r.parents:
+        raise LoraforgeError(
+            f"the dataset {source} and SimpleTuner's per-run image folder {target} overlap",
+            "render into a folder outside the dataset (e.g. -o runs/render), or move the dataset",
+        )
     if target.exists():
+        if not (target / LINKED_MARKER).exists():
+            raise LoraforgeError(
+                f"{target} exists and was not made by loraforge: it would be replaced by links to the dataset",
+                "render into another folder (-o), or move that folder away",
+            )
         shutil.rmtree(target)
     count = 0
     for path in sorted(source.rglob("*")):
@@ -284,6 +298,8 @@ def link_dataset(source: Path, target: Path) -> int:
         except OSError:
             shutil.copy2(path, dest)
         count += 1
+    target.mkdir(parents=True, exist_ok=True)
+    (target / LINKED_MARKER).write_text("made by loraforge: links to the dataset's files; replaced on each run\n")
     return count
 
 

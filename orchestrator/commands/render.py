@@ -12,7 +12,12 @@ from orchestrator.commands.common import add_job_arguments, job_layers, resolve_
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_job_arguments(parser)
-    parser.add_argument("-o", "--out", default="rendered", help="folder for the rendered files (default: ./rendered)")
+    parser.add_argument(
+        "-o",
+        "--out",
+        default="rendered",
+        help="folder for the run's files: DIR/rendered holds the backend's config (default: ./rendered)",
+    )
     parser.add_argument("--explain", action="store_true", help="show each resolved value and where it came from")
 
 
@@ -36,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
             job = job.model_copy(update={"family": family})
     if job.family is None:
         job, _ = preflight(job, backend)
+    # laid out like a run folder: backends put per-run data, caches and outputs beside rendered/, all inside DIR
     out = Path(args.out).resolve()
-    rendered = backend.render(job, out)
+    rendered = backend.render(job, out / "rendered")
     env = load_registry().get(backend.name) or BackendEnv(backend.name, Path("python"))
     launch = backend.command(job, rendered, env)
     for label, path in rendered.files.items():

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from backends.base import Resume
-from backends.simpletuner import SimpleTunerBackend, link_dataset
+from backends.simpletuner import LINKED_MARKER, SimpleTunerBackend, link_dataset
 from orchestrator.envs import BackendEnv, find_python
 from orchestrator.errors import BackendNotReady, LoraforgeError
-from orchestrator.job import JobSpec, build_job
+from orchestrator.job import JobSpec, build_job, dump_job
 from orchestrator.tiny.dataset import make_dataset
 
 
@@ -76,7 +76,9 @@ def test_datasets_match_the_verified_backend(fixtures_dir: Path, tmp_path: Path,
                 assert mine[key] == value, key
     data = Path(ours[0]["instance_data_dir"])
     assert data == tmp_path / "run" / "data"  # the run's own folder: SimpleTuner's bucket cache lands there
-    assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in Path(job.dataset).iterdir())
+    assert sorted(p.name for p in data.iterdir() if p.name != LINKED_MARKER) == sorted(
+        p.name for p in Path(job.dataset).iterdir()
+    )
 
 
 def test_resume_and_webhooks_as_in_the_verified_resume_run(fixtures_dir: Path, tmp_path: Path, cpu: None) -> None:
@@ -104,7 +106,7 @@ def test_resume_and_webhooks_as_in_the_verified_resume_run(fixtures_dir: Path, t
 def test_cpu_settings_are_not_forced_on_gpu(tmp_path: Path, gpu: None) -> None:
     job = make_job(tmp_path, precision="bf16")
     job = job.model_copy(update={"sampling": job.sampling.model_copy(update={"every_n_steps": 3, "prompts": ["x"]})})
-    rendered = SimpleTunerBackend().render(job, tmp_path / "rendered")
+    rendered = SimpleTunerBackend().render(job, tmp_path / "run" / "rendered")
     config = json.loads(rendered.files["config"].read_text())
     datasets = json.loads(rendered.files["multidatabackend"].read_text())
     assert config["optimizer"] == "adamw_bf16" and config["mixed_precision"] == "bf16"
@@ -116,7 +118,7 @@ def test_cpu_settings_are_not_forced_on_gpu(tmp_path: Path, gpu: None) -> None:
 
 def test_cpu_settings_applied_and_reported(tmp_path: Path, cpu: None) -> None:
     job = make_job(tmp_path, precision="bf16")
-    rendered = SimpleTunerBackend().render(job, tmp_path / "rendered")
+    rendered = SimpleTunerBackend().render(job, tmp_path / "run" / "rendered")
     config = json.loads(rendered.files["config"].read_text())
     assert config["optimizer"] == "optimi-adamw" and config["mixed_precision"] == "no"
     assert config["validation_disable"] is True and config["disable_benchmark"] is True
@@ -127,7 +129,7 @@ def test_cpu_settings_applied_and_reported(tmp_path: Path, cpu: None) -> None:
 def test_unexpressible_settings_are_reported_not_dropped(tmp_path: Path, cpu: None) -> None:
     job = make_job(tmp_path, optimizer="dadaptadam", text_encoder_lr=5e-5, validation_split=0.2)
     job = job.model_copy(update={"network": job.network.model_copy(update={"type": "loha", "args": {"conv_dim": 4}})})
-    notes = "\n".join(SimpleTunerBackend().render(job, tmp_path / "rendered").notes)
+    notes = "\n".join(SimpleTunerBackend().render(job, tmp_path / "run" / "rendered").notes)
     for fragment in ("dadaptadam", "text_encoder_lr", "validation_split", "loha", "conv_dim"):
         assert fragment in notes
 
@@ -137,7 +139,7 @@ def test_mapping_of_the_core_options(tmp_path: Path, cpu: None) -> None:
         tmp_path, learning_rate=3e-4, batch_size=2, gradient_accumulation=4, scheduler="cosine", warmup_steps=10
     )
     job = job.model_copy(update={"network": job.network.model_copy(update={"rank": 8, "alpha": 4.0})})
-    config = SimpleTunerBackend().render(job, tmp_path / "rendered").values
+    config = SimpleTunerBackend().render(job, tmp_path / "run" / "rendered").values
     assert (config["lora_rank"], config["lora_alpha"], config["learning_rate"]) == (8, 4.0, 3e-4)
     assert (config["train_batch_size"], config["gradient_accumulation_steps"]) == (2, 4)
     assert (config["lr_scheduler"], config["lr_warmup_steps"]) == ("cosine", 10)
@@ -147,14 +149,14 @@ def test_mapping_of_the_core_options(tmp_path: Path, cpu: None) -> None:
 def test_epochs_map_to_num_train_epochs(tmp_path: Path, cpu: None) -> None:
     job = make_job(tmp_path)
     job = job.model_copy(update={"training": job.training.model_copy(update={"steps": None, "epochs": 3})})
-    config = SimpleTunerBackend().render(job, tmp_path / "rendered").values
+    config = SimpleTunerBackend().render(job, tmp_path / "run" / "rendered").values
     assert (config["max_train_steps"], config["num_train_epochs"]) == (0, 3)
 
 
 def test_steps_win_over_epochs_and_say_so(tmp_path: Path, cpu: None) -> None:
     job = make_job(tmp_path)
     job = job.model_copy(update={"training": job.training.model_copy(update={"steps": 6, "epochs": 3})})
-    rendered = SimpleTunerBackend().render(job, tmp_path / "rendered")
+    rendered = SimpleTunerBackend().render(job, tmp_path / "run" / "rendered")
     assert (rendered.values["max_train_steps"], rendered.values["num_train_epochs"]) == (6, 0)
     assert any("training.epochs=3 ignored" in note for note in rendered.notes)
 
@@ -163,14 +165,14 @@ def test_awkward_strings_round_trip(tmp_path: Path, cpu: None) -> None:
     weird = 'a "quoted" \\ back\nslash # = ünïcødé ✓'
     job = make_job(tmp_path)
     job = job.model_copy(update={"backend_args": {"simpletuner": {"tracker_run_name": weird}}})
-    rendered = SimpleTunerBackend().render(job, tmp_path / "dir with 'quote' and ü")
+    rendered = SimpleTunerBackend().render(job, tmp_path / "dir with 'quote' and ü" / "rendered")
     assert json.loads(rendered.files["config"].read_text())["tracker_run_name"] == weird
 
 
 def test_sd15_is_refused_up_front(tmp_path: Path) -> None:
     job = make_job(tmp_path).model_copy(update={"family": "sd15"})
     with pytest.raises(LoraforgeError) as info:
-        SimpleTunerBackend().render(job, tmp_path / "rendered")
+        SimpleTunerBackend().render(job, tmp_path / "run" / "rendered")
     assert "SD 1.5" in info.value.message and "--backend kohya" in (info.value.hint or "")
 
 
@@ -189,8 +191,39 @@ def test_link_dataset_drops_a_stale_bucket_cache(tmp_path: Path) -> None:
     (source / "manifest.json").write_text("{}")
     (source / "report.html").write_text("<html></html>")
     assert link_dataset(source, tmp_path / "copy") == 4
-    assert sorted(p.suffix for p in (tmp_path / "copy").iterdir()) == [".png", ".png", ".txt", ".txt"]
+    linked = [p.suffix for p in (tmp_path / "copy").iterdir() if p.name != LINKED_MARKER]
+    assert sorted(linked) == [".png", ".png", ".txt", ".txt"]
     assert os.path.samefile(source / "shape_00.png", tmp_path / "copy" / "shape_00.png")
+    assert link_dataset(source, tmp_path / "copy") == 4  # its own folder is replaced on the next run
+
+
+def test_rendering_never_deletes_the_users_photos(tmp_path: Path, cpu: None) -> None:
+    """`render -o rendered` beside a dataset in ./data once replaced the photos by SimpleTuner's link folder."""
+    job = make_job(tmp_path)  # the dataset is tmp_path/data
+    photos = sorted(p.name for p in Path(job.dataset).iterdir())
+    with pytest.raises(LoraforgeError, match="overlap"):
+        SimpleTunerBackend().render(job, tmp_path / "rendered")  # its per-run image folder would be tmp_path/data
+    (tmp_path / "other" / "data").mkdir(parents=True)
+    (tmp_path / "other" / "data" / "mine.png").write_bytes(b"not made by loraforge")
+    with pytest.raises(LoraforgeError, match="not made by loraforge"):
+        SimpleTunerBackend().render(job, tmp_path / "other" / "rendered")
+    assert sorted(p.name for p in Path(job.dataset).iterdir()) == photos
+    assert (tmp_path / "other" / "data" / "mine.png").exists()
+
+
+def test_render_command_keeps_everything_inside_its_out_folder(tmp_path: Path) -> None:
+    job = make_job(tmp_path)
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(dump_job(job))
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "render", str(job_file), "--backend", "simpletuner", "-o", "r"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "r" / "rendered" / "config.json").exists() and (tmp_path / "r" / "data").is_dir()
+    assert len(list((tmp_path / "data").iterdir())) == 6
 
 
 def test_collect_resumes_from_the_latest_complete_checkpoint(tmp_path: Path) -> None:
@@ -272,7 +305,7 @@ def test_webhook_port_in_use_falls_back_to_the_log(tmp_path: Path, monkeypatch: 
         backend = SimpleTunerBackend()
         events: list[object] = []
         with backend.open_channel(events.append):
-            rendered = backend.render(make_job(tmp_path), tmp_path / "rendered")
+            rendered = backend.render(make_job(tmp_path), tmp_path / "run" / "rendered")
             parser = backend.parser()
     finally:
         holder.close()
@@ -290,7 +323,7 @@ def test_several_gpus_launch_through_accelerate_with_an_explicit_config(tmp_path
     job = make_job(tmp_path)
     job = job.model_copy(update={"distributed": job.distributed.model_copy(update={"gpus": 2})})
     backend = SimpleTunerBackend()
-    rendered = backend.render(job, tmp_path / "rendered")
+    rendered = backend.render(job, tmp_path / "run" / "rendered")
     config = yaml.safe_load(rendered.files["accelerate"].read_text())
     assert (config["num_processes"], config["num_machines"], config["distributed_type"]) == (2, 1, "MULTI_GPU")
     assert config["mixed_precision"] == rendered.values["mixed_precision"] and config["use_cpu"] is False
@@ -305,7 +338,7 @@ def test_several_gpus_launch_through_accelerate_with_an_explicit_config(tmp_path
 def test_one_gpu_launches_directly(tmp_path: Path, gpu: None) -> None:
     job = make_job(tmp_path)
     backend = SimpleTunerBackend()
-    rendered = backend.render(job, tmp_path / "rendered")
+    rendered = backend.render(job, tmp_path / "run" / "rendered")
     assert "accelerate" not in rendered.files
     argv = backend.command(job, rendered, BackendEnv("simpletuner", Path("/venv/bin/python"))).argv
     assert argv[-3:] == ["/venv/bin/python", "-m", "simpletuner.train"]
@@ -315,7 +348,7 @@ def test_several_nodes_refused_clearly(tmp_path: Path, gpu: None) -> None:
     job = make_job(tmp_path)
     job = job.model_copy(update={"distributed": job.distributed.model_copy(update={"gpus": 2, "nodes": 2})})
     with pytest.raises(LoraforgeError) as info:
-        SimpleTunerBackend().render(job, tmp_path / "rendered")
+        SimpleTunerBackend().render(job, tmp_path / "run" / "rendered")
     assert "nodes=2" in info.value.message and "--nodes 1" in (info.value.hint or "")
 
 
@@ -323,5 +356,5 @@ def test_several_processes_without_cuda_refused_clearly(tmp_path: Path, cpu: Non
     job = make_job(tmp_path)
     job = job.model_copy(update={"distributed": job.distributed.model_copy(update={"gpus": 2})})
     with pytest.raises(LoraforgeError) as info:
-        SimpleTunerBackend().render(job, tmp_path / "rendered")
+        SimpleTunerBackend().render(job, tmp_path / "run" / "rendered")
     assert "gpus=2" in info.value.message and "no CUDA" in info.value.message
