@@ -26,7 +26,7 @@ from typing import Any
 from backends.base import Artifacts, Launch, Problem, Rendered, Resume
 from orchestrator.envs import BackendEnv, find_python, home, package_versions, python_version, venv_python
 from orchestrator.errors import BackendNotReady, LoraforgeError
-from orchestrator.events import Checkpoint, Event, Failure, Log, Phase, Progress
+from orchestrator.events import Checkpoint, Event, Failure, Log, Phase, Progress, Validation
 from orchestrator.job import JobSpec
 from orchestrator.render import render_template, write_rendered
 
@@ -452,6 +452,9 @@ SAVED = re.compile(r"saving checkpoint: (.+\.safetensors)")
 SKIP = re.compile(r"skipping (\d+) steps")
 STATE = re.compile(r"saving state at step (\d+)")
 SEGMENT = re.compile(r"[\r\n]")
+# sd-scripts' validation bars ("validation steps" every N steps, "epoch validation steps" at each epoch's end) carry the
+# running mean of the held-out loss; the last draw (n == total) holds the measurement.
+VAL_BAR = re.compile(r"validation steps:\s+\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*\[.*?val_(?:epoch_)?avg_loss=(?P<loss>[\d.eE+-]+|nan)")
 
 
 def _seconds(clock: str) -> float | None:
@@ -477,6 +480,8 @@ class KohyaLogParser:
         self.tail: deque[str] = deque(maxlen=40)
         self.phase: str | None = None
         self.last_step = 0
+        self.validated: set[int] = set()  # steps that already have a Validation event
+        self.val_pending: Validation | None = None  # the newest complete validation draw, sent when the bar is done
 
     def feed(self, data: bytes, stream: str) -> list[Event]:
         buffer = self.partial[stream] + data
@@ -498,6 +503,8 @@ class KohyaLogParser:
             if self.partial[stream]:
                 events.extend(self._segment(self.partial[stream].decode("utf-8", "replace")))
                 self.partial[stream] = b""
+        if self.val_pending is not None:
+            events.append(self._flush_validation())
         if returncode != 0:
             events.append(self.failure(returncode))
         return events
@@ -510,6 +517,14 @@ class KohyaLogParser:
 
     def _segment(self, raw: str) -> list[Event]:
         line = ANSI.sub("", raw) if "\x1b" in raw else raw
+        if "validation steps:" in line:  # before the training bar: it would match BAR too
+            self._validation(line)
+            return []
+        if self.val_pending is not None:
+            return [self._flush_validation(), *self._line(line)]
+        return self._line(line)
+
+    def _line(self, line: str) -> list[Event]:
         if "steps:" in line:
             match = BAR.search(line)
             if match:
@@ -542,6 +557,25 @@ class KohyaLogParser:
         if "loading" in lower and self.phase is None:
             return self._set_phase("loading")
         return []
+
+    def _validation(self, line: str) -> None:
+        # tqdm draws n == total first with the previous running mean, then again after set_postfix: keep the
+        # newest draw and send it once another line shows the bar has finished.
+        match = VAL_BAR.search(line)
+        if match is None or match.group("n") != match.group("total") or match.group("loss") == "nan":
+            return
+        step = self.last_step
+        if step in self.validated:
+            return
+        if line.lstrip().startswith("epoch") and self.val_pending is not None and self.val_pending.step == step:
+            return  # the epoch-end pass right after the every-N-steps pass measured the same step
+        self.val_pending = Validation(step=step, loss=float(match.group("loss")))
+
+    def _flush_validation(self) -> Validation:
+        event, self.val_pending = self.val_pending, None
+        assert event is not None
+        self.validated.add(event.step)
+        return event
 
     def _bar(self, match: re.Match[str]) -> list[Event]:
         n = int(match.group("n"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from backends.kohya import KohyaLogParser
-from orchestrator.events import Checkpoint, Failure, Progress
+from orchestrator.events import Checkpoint, Failure, Progress, Validation
 
 # log file (stdout file or None) -> (final step, total, final avr_loss, checkpoint steps, returncode, failure kind)
 EXPECTED = {
@@ -81,3 +81,34 @@ def test_parse_log_cli_prints_json_lines(fixtures_dir: Path) -> None:
     )
     lines = out.stdout.strip().splitlines()
     assert '"event": "failure"' in lines[-1] and '"model_not_found"' in lines[-1]
+
+
+OWN_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kohya"
+
+
+@pytest.mark.parametrize("chunk", [1, 13, 65536])
+def test_validation_bars_become_validation_events_not_progress(chunk: int) -> None:
+    """A real run with a validation split: the "validation steps" bars (0/4 .. 4/4) must not read as training steps
+    going backwards, and each pass gives one Validation event with the pass's final mean loss."""
+    events = replay(OWN_FIXTURES / "validation", "stderr.log", "stdout.log", chunk, 0)
+    steps = [e.step for e in events if isinstance(e, Progress)]
+    assert steps == sorted(steps) and steps[-1] == 4
+    validations = [(e.step, e.loss) for e in events if isinstance(e, Validation)]
+    # every 2 steps, plus the epoch-end pass at step 3 (6 training images / batch 2); the every-N pass at step 4
+    # and the epoch-end pass that follows it measure the same step: one event
+    assert validations == [(2, 1.04), (3, 1.04), (4, 1.04)]
+    assert [e.step for e in events if isinstance(e, Checkpoint)] == [2, 4]
+
+
+def test_a_validation_pass_reports_its_last_draw_not_the_stale_first_one() -> None:
+    parser = KohyaLogParser()
+    bars = [
+        "steps:  50%|#####     | 2/4 [00:02<00:02,  1.00s/it, avr_loss=1.2]",
+        "validation steps: 100%|##########| 2/2 [00:01<00:00,  1.50it/s, val_avg_loss=0.9, timestep=200]",
+        "validation steps: 100%|##########| 2/2 [00:01<00:00,  1.50it/s, val_avg_loss=0.8, timestep=400]",
+        "validation steps: 100%|##########| 2/2 [00:01<00:00,  1.40it/s, val_avg_loss=0.8, timestep=400]",
+        "steps:  75%|#######   | 3/4 [00:03<00:01,  1.00s/it, avr_loss=1.2]",
+    ]
+    events = parser.feed("\r".join(bars).encode() + b"\r", "stderr")
+    assert [e for e in events if isinstance(e, Validation)] == [Validation(step=2, loss=0.8)]
+    assert [e.step for e in events if isinstance(e, Progress)] == [2, 3]
