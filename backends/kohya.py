@@ -454,7 +454,9 @@ STATE = re.compile(r"saving state at step (\d+)")
 SEGMENT = re.compile(r"[\r\n]")
 # sd-scripts' validation bars ("validation steps" every N steps, "epoch validation steps" at each epoch's end) carry the
 # running mean of the held-out loss; the last draw (n == total) holds the measurement.
-VAL_BAR = re.compile(r"validation steps:\s+\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*\[.*?val_(?:epoch_)?avg_loss=(?P<loss>[\d.eE+-]+|nan)")
+VAL_BAR = re.compile(
+    r"validation steps:\s+\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*\[.*?val_(?:epoch_)?avg_loss=(?P<loss>[\d.eE+-]+|nan)"
+)
 
 
 def _seconds(clock: str) -> float | None:
