@@ -1,7 +1,8 @@
 """The Backend protocol and the registry of backends by name.
 
 A backend turns a JobSpec into its own config files (``render``), an argv (``command``, a pure function), a
-stateful log parser (``parser``) and, after the child exits, the files it produced (``collect``). It never
+stateful log parser (``parser``), the files it writes while running that the run watches for samples and metrics
+(``watched``) and, after the child exits, the files it produced (``collect``). It never
 imports the trainer: trainers run as subprocesses in their own Python environments.
 """
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from orchestrator.envs import BackendEnv
     from orchestrator.events import Event
     from orchestrator.job import JobSpec
+    from orchestrator.watch import Watched
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,10 @@ class Backend(Protocol):
     def parser(self) -> LogParser: ...
 
     def collect(self, job: JobSpec, workdir: Path) -> Artifacts: ...
+
+    def watched(self, job: JobSpec, workdir: Path) -> list[Watched]:
+        """Files the backend writes during the run that carry events its output does not (samples, metrics)."""
+        ...
 
 
 # name -> "module:attribute"; modules are imported only when the backend is used, so --help stays fast.

@@ -29,6 +29,7 @@ from orchestrator.errors import BackendNotReady, LoraforgeError
 from orchestrator.events import Checkpoint, Event, Failure, Log, Phase, Progress, Validation
 from orchestrator.job import JobSpec
 from orchestrator.render import render_template, write_rendered
+from orchestrator.watch import SampleFolder, Watched
 
 SCRIPTS = {"sd15": "train_network.py", "sdxl": "sdxl_train_network.py", "flux": "flux_train_network.py"}
 TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
@@ -262,6 +263,11 @@ class KohyaBackend:
 
     def parser(self) -> KohyaLogParser:
         return KohyaLogParser()
+
+    def watched(self, job: JobSpec, workdir: Path) -> list[Watched]:
+        # sd-scripts saves <output_name>_<step:06d>_<prompt:02d>_<time>[_<seed>].png and never prints the name
+        name = re.compile(rf"^{re.escape(job.lora_name)}_(?P<step>\d{{6}})_(?P<index>\d{{2}})_\d{{14}}")
+        return [SampleFolder(workdir / "output" / "kohya" / "sample", name)]
 
     def collect(self, job: JobSpec, workdir: Path) -> Artifacts:
         out = workdir / "output" / "kohya"

@@ -20,7 +20,9 @@ from orchestrator.errors import BackendNotReady, LoraforgeError
 from orchestrator.events import Checkpoint, Event, EventLog, Failure, Finished, Log, Phase, Progress
 from orchestrator.job import JobSpec
 from orchestrator.launch import Child, run_process
+from orchestrator.overfit import OverfitWatch
 from orchestrator.runs import RunDir, create_run
+from orchestrator.watch import RunWatcher
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -38,18 +40,25 @@ class EventSink:
         self.last_progress: Progress | None = None
         self.failure: Failure | None = None
         self.checkpoints: list[Checkpoint] = []
+        self.overfit = OverfitWatch()
 
     def emit(self, event: Event) -> None:
         with self.lock:
-            self.log.write(event)
-            if isinstance(event, Progress):
-                self.last_progress = event
-            elif isinstance(event, Failure):
-                self.failure = event
-            elif isinstance(event, Checkpoint):
-                self.checkpoints.append(event)
-            for handler in self.handlers:
-                handler(event)
+            self._write(event)
+            warning = self.overfit.see(event)
+            if warning is not None:
+                self._write(warning)
+
+    def _write(self, event: Event) -> None:
+        self.log.write(event)
+        if isinstance(event, Progress):
+            self.last_progress = event
+        elif isinstance(event, Failure):
+            self.failure = event
+        elif isinstance(event, Checkpoint):
+            self.checkpoints.append(event)
+        for handler in self.handlers:
+            handler(event)
 
     def close(self) -> None:
         self.log.close()
@@ -173,16 +182,19 @@ def _run(
         (run.rendered / "command.txt").write_text(_shell_line(launch.argv, launch.cwd), encoding="utf-8")
         run.update_state(status="running", backend_python=str(env.python), resumed_from=resume.step if resume else None)
         parser = backend.parser()
+        watcher = RunWatcher(backend.watched(job, run.path), job.sampling.prompts)
 
         def on_output(stream: str, data: bytes) -> None:
             for event in parser.feed(data, stream):
+                sink.emit(event)
+            for event in watcher.poll():
                 sink.emit(event)
 
         child_env = {**launch.env, **extra_env} if extra_env else launch.env
         result = run_process(
             launch.argv, env=child_env, cwd=launch.cwd, log_dir=run.logs, on_output=on_output, on_start=on_start
         )
-        for event in parser.finish(result.returncode):
+        for event in [*watcher.poll(force=True), *parser.finish(result.returncode)]:
             sink.emit(event)
 
     lora: Path | None = None
