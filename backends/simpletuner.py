@@ -42,6 +42,7 @@ from orchestrator.errors import BackendNotReady, LoraforgeError
 from orchestrator.events import Checkpoint, Event, Failure, Log, Phase, Progress
 from orchestrator.job import JobSpec
 from orchestrator.render import render_template, write_rendered
+from orchestrator.watch import MetricsFile, SampleFolder, Watched
 
 VERSION = "4.10.1"
 PYTHON_MIN = (3, 12)
@@ -170,10 +171,6 @@ def map_options(
         notes.append(f"training.text_encoder_lr={t.text_encoder_lr}: SimpleTuner LoRA trains the UNet only here")
     if not t.cache_latents:
         notes.append("training.cache_latents=false: SimpleTuner always caches VAE latents (on demand on CPU)")
-    if t.validation_split:
-        notes.append(
-            f"training.validation_split={t.validation_split}: no held-out split is rendered for SimpleTuner yet"
-        )
 
     # CPU-only / offline settings: only where they are needed, never forced on a GPU that is online.
     if cpu or offline:
@@ -193,6 +190,15 @@ def map_options(
             notes.append("sampling.prompts: SimpleTuner's config takes one validation prompt; using the first")
     else:
         config["validation_disable"] = True
+
+    if t.validation_split:
+        # Held-out images in their own "eval" dataset; SimpleTuner computes their loss every eval_steps_interval and
+        # reports it only to a tracker: "simpletuner" writes it to training_metrics.jsonl, which the run watches.
+        config["validation_disable"] = False  # the Evaluation object exists only with validation on
+        config["eval_steps_interval"] = validation_interval(job)
+        config["report_to"] = "simpletuner"
+        if cpu or offline:  # validation images stay off: on CPU their pipeline needs >20 GB even for the tiny model
+            config["validation_step_interval"] = (t.steps or 0) + 1_000_000
 
     config.update(job.backend_args.get("simpletuner", {}))
 
@@ -217,7 +223,36 @@ def map_options(
         "type": "local",
         "cache_dir": str(cache / "text"),
     }
-    return config, [dataset, text_embeds], notes
+    datasets = [dataset, text_embeds]
+    if t.validation_split:
+        datasets.insert(
+            1,
+            {
+                **dataset,
+                "id": "loraforge-eval",
+                "dataset_type": "eval",
+                "instance_data_dir": str(data_dir.parent / "eval"),
+                "cache_dir_vae": str(cache / "vae-eval"),
+                "repeats": 0,
+            },
+        )
+    return config, datasets, notes
+
+
+def validation_interval(job: JobSpec) -> int:
+    """Validation loss at every checkpoint (so `runs show` pairs them), else ten times a run."""
+    return job.saving.every_n_steps or max(1, (job.training.steps or 100) // 10)
+
+
+def held_out(stems: list[str], share: float, seed: int) -> set[str]:
+    """The images kept out of training for validation loss: a seeded draw, the same on every render of the job;
+    at least one held out and one left to train on."""
+    import random
+
+    from orchestrator.steps import held_out_count
+
+    count = held_out_count(len(stems), share, "simpletuner")
+    return set(random.Random(seed).sample(sorted(stems), count)) if count else set()
 
 
 _OPTIONS: dict[str, frozenset[str] | None] = {}
@@ -262,13 +297,14 @@ def reject_unknown_options(config: dict[str, Any], python: Path) -> None:
         )
 
 
-TRAINING_FILES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".txt", ".caption"}
+IMAGE_FILES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+TRAINING_FILES = IMAGE_FILES | {".txt", ".caption"}
 
 
 LINKED_MARKER = ".loraforge-linked"  # no image suffix: SimpleTuner never trains on it
 
 
-def link_dataset(source: Path, target: Path) -> int:
+def link_dataset(source: Path, target: Path, *, keep: Callable[[Path], bool] | None = None) -> int:
     """A fresh per-run folder of the dataset's images and captions: hard links where possible (no copy), else
     copies. Anything else there (a prep manifest, a bucket cache SimpleTuner left for another config) stays out.
     Returns the file count. Only a folder this function made is ever replaced: never the user's own photos."""
@@ -290,6 +326,8 @@ def link_dataset(source: Path, target: Path) -> int:
         if not path.is_file() or path.suffix.lower() not in TRAINING_FILES:
             continue
         if any(part.startswith(".") for part in path.relative_to(source).parts):
+            continue
+        if keep is not None and not keep(path):
             continue
         dest = target / path.relative_to(source)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -320,7 +358,21 @@ class SimpleTunerBackend:
         base, out = _layout(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         data_dir = base / "data"
-        link_dataset(Path(job.dataset).expanduser().resolve(), data_dir)
+        source = Path(job.dataset).expanduser().resolve()
+        held = held_out(
+            [p.stem for p in source.rglob("*") if p.suffix.lower() in IMAGE_FILES],
+            job.training.validation_split,
+            job.training.seed,
+        )
+        if job.training.validation_split and not held:
+            raise LoraforgeError(
+                f"training.validation_split={job.training.validation_split}: {source} has too few images to hold "
+                "any out",
+                "add images (two at least), or set training.validation_split=0",
+            )
+        link_dataset(source, data_dir, keep=lambda p: p.stem not in held)
+        if held:
+            link_dataset(source, base / "eval", keep=lambda p: p.stem in held)
         config, datasets, notes = map_options(
             job, device=target_device(), offline=_offline(), data_dir=data_dir, cache=base / "cache", out=out
         )
@@ -390,6 +442,13 @@ class SimpleTunerBackend:
     def parser(self) -> SimpleTunerLogParser:
         channel = self._channel
         return SimpleTunerLogParser(webhooks_live=channel.live if channel else None)
+
+    def watched(self, job: JobSpec, workdir: Path) -> list[Watched]:
+        out = output_dir(workdir)
+        return [
+            MetricsFile(out / "training_metrics.jsonl", "loss/val/"),  # report_to=simpletuner, one key per eval set
+            SampleFolder(out / "validation_images", re.compile(r"^step_(?P<step>\d+)_")),
+        ]
 
     def collect(self, job: JobSpec, workdir: Path) -> Artifacts:
         out = output_dir(workdir)

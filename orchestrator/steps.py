@@ -12,6 +12,7 @@ the count the backend will reach and passes it explicitly (``max_train_steps``),
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -45,11 +46,13 @@ class StepPlan:
     steps_per_epoch: int
     epochs: float
     total_steps: int
+    held_out: int = 0
 
     def text(self) -> str:
         buckets = ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(self.buckets.items()))
+        held = f" ({self.held_out} more held out for validation)" if self.held_out else ""
         return (
-            f"step plan ({self.backend}): {self.images} images in {len(self.buckets)} bucket(s) [{buckets}], "
+            f"step plan ({self.backend}): {self.images} images{held} in {len(self.buckets)} bucket(s) [{buckets}], "
             f"repeats {self.repeats}, batch {self.batch_size}, gradient accumulation {self.gradient_accumulation}, "
             f"{self.processes} process(es) -> {self.batches_per_epoch} batches = {self.steps_per_epoch} steps per epoch; "
             f"{self.total_steps} steps = {self.epochs:g} epochs"
@@ -112,11 +115,23 @@ def image_sizes(dataset: Path, suffixes: set[str]) -> list[tuple[int, int]]:
     return sizes
 
 
+def held_out_count(images: int, share: float, backend: str) -> int:
+    """How many images the backend keeps out of training for validation loss (each rounds its own way)."""
+    if not share or not images:
+        return 0
+    if backend == "kohya":  # sd-scripts trains on the first ceil(n * (1 - share)) of a seeded shuffle
+        return images - math.ceil(images * (1 - share))
+    return min(images - 1, max(1, round(images * share))) if images > 1 else 0  # SimpleTuner: loraforge's own draw
+
+
 def apply_step_plan(job: JobSpec, sizes: list[tuple[int, int]], backend: str) -> tuple[JobSpec, StepPlan]:
     """The job with an explicit step count (epochs converted), and the plan that explains it."""
     training = job.training
+    held = held_out_count(len(sizes), training.validation_split, backend)
+    # Which images are held out is the backend's own seeded draw: with several buckets the split between them is
+    # approximate (the tail of the sorted list stands in for the held-out ones); the count is exact.
     plan = plan_steps(
-        sizes,
+        sizes[: len(sizes) - held],
         backend=backend,
         resolution=training.resolution,
         repeats=training.repeats,
@@ -126,6 +141,7 @@ def apply_step_plan(job: JobSpec, sizes: list[tuple[int, int]], backend: str) ->
         epochs=training.epochs,
         steps=training.steps,
     )
+    plan = dataclasses.replace(plan, held_out=held)
     if training.steps is None:
         if plan.total_steps == 0:
             from orchestrator.errors import LoraforgeError

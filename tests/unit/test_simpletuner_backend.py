@@ -127,11 +127,39 @@ def test_cpu_settings_applied_and_reported(tmp_path: Path, cpu: None) -> None:
 
 
 def test_unexpressible_settings_are_reported_not_dropped(tmp_path: Path, cpu: None) -> None:
-    job = make_job(tmp_path, optimizer="dadaptadam", text_encoder_lr=5e-5, validation_split=0.2)
+    job = make_job(tmp_path, optimizer="dadaptadam", text_encoder_lr=5e-5)
     job = job.model_copy(update={"network": job.network.model_copy(update={"type": "loha", "args": {"conv_dim": 4}})})
     notes = "\n".join(SimpleTunerBackend().render(job, tmp_path / "run" / "rendered").notes)
-    for fragment in ("dadaptadam", "text_encoder_lr", "validation_split", "loha", "conv_dim"):
+    for fragment in ("dadaptadam", "text_encoder_lr", "loha", "conv_dim"):
         assert fragment in notes
+
+
+def test_validation_split_holds_images_out_in_an_eval_dataset(tmp_path: Path, cpu: None) -> None:
+    job = make_job(tmp_path, validation_split=0.34)  # 3 images: one held out
+    rendered = SimpleTunerBackend().render(job, tmp_path / "run" / "rendered")
+    datasets = json.loads(rendered.files["multidatabackend"].read_text())
+    train, held = datasets[0], datasets[1]
+    assert held["dataset_type"] == "eval" and held["cache_dir_vae"] != train["cache_dir_vae"]
+    images = {p.name for p in Path(train["instance_data_dir"]).glob("*.png")}
+    eval_images = {p.name for p in Path(held["instance_data_dir"]).glob("*.png")}
+    assert len(images) == 2 and len(eval_images) == 1 and not images & eval_images
+    assert {p.stem for p in Path(held["instance_data_dir"]).glob("*.txt")} == {n[:-4] for n in eval_images}
+    config = rendered.values
+    assert config["eval_steps_interval"] == 3  # saving.every_n_steps: a validation loss at every checkpoint
+    assert config["report_to"] == "simpletuner" and config["validation_disable"] is False
+    assert config["validation_step_interval"] > 6  # no validation images on CPU
+    again = SimpleTunerBackend().render(job, tmp_path / "run" / "rendered")  # the same draw on every render
+    assert {p.name for p in Path(train["instance_data_dir"]).glob("*.png")} == images
+    assert again.values == config
+
+
+def test_validation_split_with_one_image_is_refused(tmp_path: Path, cpu: None) -> None:
+    job = make_job(tmp_path, validation_split=0.5)
+    for extra in list(Path(job.dataset).iterdir()):
+        if not extra.stem.endswith("00"):
+            extra.unlink()
+    with pytest.raises(LoraforgeError, match="too few images"):
+        SimpleTunerBackend().render(job, tmp_path / "run" / "rendered")
 
 
 def test_mapping_of_the_core_options(tmp_path: Path, cpu: None) -> None:

@@ -61,6 +61,18 @@ def test_apply_converts_epochs_to_explicit_steps() -> None:
     assert "12 steps = 3 epochs" in plan.text()
 
 
+@pytest.mark.parametrize(
+    ("backend", "images", "share", "held"),
+    [("kohya", 8, 0.25, 2), ("kohya", 10, 0.15, 1), ("simpletuner", 8, 0.25, 2), ("simpletuner", 3, 0.1, 1)],
+)
+def test_images_held_out_for_validation_are_not_trained_on(backend: str, images: int, share: float, held: int) -> None:
+    # kohya: the real run in tests/fixtures/kohya/validation trained 6 of 8 images (3 steps of 2 per epoch)
+    job = build_job({**JOB, "training": {"epochs": 1, "batch_size": 2, "resolution": 1024, "validation_split": share}})
+    planned, plan = apply_step_plan(job, [SQUARE] * images, backend)
+    assert plan.held_out == held and plan.images == images - held
+    assert f"({held} more held out for validation)" in plan.text()
+
+
 def test_no_full_batch_is_a_clear_error() -> None:
     job = build_job({**JOB, "training": {"epochs": 3, "batch_size": 4, "resolution": 1024}})
     with pytest.raises(LoraforgeError, match="0 steps"):
