@@ -134,22 +134,25 @@ def summarize(run: RunDir) -> RunSummary:
 
 
 def checkpoint_table(run: RunDir) -> list[dict[str, Any]]:
-    """Checkpoints with the training loss near their step and the validation loss measured at it (if any)."""
+    """Checkpoints with the mean training loss since the previous checkpoint (one step's loss is too noisy to tell a
+    trend) and the validation loss measured at their step (if any)."""
     events = read_events(run.events_file)
-    losses = [(e.step, e.loss) for e in events if isinstance(e, Progress) and e.loss is not None]
+    losses = {e.step: e.loss for e in events if isinstance(e, Progress) and e.loss is not None}  # a step's last
     validations = {e.step: e.loss for e in events if isinstance(e, Validation)}
     rows = []
+    previous = 0
     for event in events:
-        if isinstance(event, Checkpoint):
-            train = [loss for step, loss in losses if event.step is not None and step <= event.step]
+        if isinstance(event, Checkpoint) and event.step is not None:
+            train = [loss for step, loss in losses.items() if previous < step <= event.step]
             rows.append(
                 {
                     "step": event.step,
                     "path": event.path,
-                    "train_loss": train[-1] if train else None,
-                    "val_loss": validations.get(event.step) if event.step is not None else None,
+                    "train_loss": sum(train) / len(train) if train else None,
+                    "val_loss": validations.get(event.step),
                 }
             )
+            previous = event.step
     return rows
 
 

@@ -64,3 +64,19 @@ def test_runs_show_lists_both_losses_per_checkpoint_and_flags_the_turn(
     flagged = [line for line in text.splitlines() if "<- validation loss" in line]
     assert len(flagged) == 1 and "0.3800" in flagged[0] and "0.2000" in flagged[0], text
     assert "turns up here" in text, text
+
+
+def test_a_training_run_warns_once_where_the_turn_shows() -> None:
+    from orchestrator.events import Log
+    from orchestrator.overfit import OverfitWatch
+
+    watch = OverfitWatch()
+    stream = [
+        Progress(step=1, loss=0.5), Progress(step=2, loss=0.4), Validation(step=2, loss=0.45),
+        Progress(step=3, loss=0.3), Progress(step=4, loss=0.3), Validation(step=4, loss=0.40),
+        Progress(step=5, loss=0.2), Progress(step=6, loss=0.1), Validation(step=6, loss=0.43),  # the turn
+        Progress(step=7, loss=0.05), Validation(step=8, loss=0.50),  # still rising: no second warning
+    ]  # fmt: skip
+    warnings = [w for w in map(watch.see, stream) if w is not None]
+    assert len(warnings) == 1 and isinstance(warnings[0], Log) and warnings[0].level == "warning"
+    assert "rose at step 6 (0.4000 -> 0.4300)" in warnings[0].text and "step 4" in warnings[0].text
