@@ -30,6 +30,6 @@ def clean_caption(text: str) -> str:
             break
         text = stripped
     text = _ARAFED.sub("", text)
-    text = re.sub(r"\s+([,.;:!?])", r"\1", text)  # "man , smiling" -> "man, smiling"
+    text = re.sub(r"(?<=\w)\s+([,.;:!?])", r"\1", text)  # "man , smiling" -> "man, smiling"; "x, !" stays
     text = " ".join(text.split()).strip(" ,;:")
     return text

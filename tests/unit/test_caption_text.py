@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from orchestrator.captions.cleanup import clean_caption
@@ -29,6 +29,7 @@ def test_trigger_is_idempotent(caption: str, trigger: str, separator: str) -> No
 
 
 @given(caption=captions, trigger=triggers)
+@example(caption="!", trigger="0")  # found by hypothesis: cleanup once joined "0, !" into "0,!"
 def test_trigger_after_cleanup_is_idempotent(caption: str, trigger: str) -> None:
     assume(clean_caption(trigger) == trigger)  # e.g. a trigger "arafed" would itself be cleaned away
     once = apply_trigger(clean_caption(caption), trigger)
