@@ -588,12 +588,13 @@ class SimpleTunerBackend:
 
 
 def checkpoint_complete(folder: Path) -> bool:
-    """SimpleTuner writes training_state.json and, last, a .guard file saying "complete": a folder from a run killed
-    while saving lacks them and must not be resumed from."""
+    """SimpleTuner writes training_state.json first and, last, a .guard file saying "complete": a folder from a run
+    stopped while saving has the one without the other (and no weights) and must not be resumed from."""
     guard = folder / ".guard"
-    if guard.exists() and guard.read_text(encoding="utf-8", errors="replace").strip() != "complete":
-        return False
-    return (folder / "training_state.json").exists()
+    if guard.exists():
+        return guard.read_text(encoding="utf-8", errors="replace").strip() == "complete"
+    # no guard at all (a SimpleTuner that does not write one): the state and the weights must both be there
+    return (folder / "training_state.json").exists() and any(folder.glob("pytorch_lora_weights.*"))
 
 
 def saved_step(step: int, folder: Path) -> int:

@@ -35,6 +35,13 @@ class ProcessResult:
 OutputHandler = Callable[[str, bytes], None]
 
 
+def _ignore_preemption_warning() -> None:
+    """In the child before exec: SIGUSR1 is the cluster agent's preemption warning (Slurm delivers it to every
+    process of the job step), never the trainer's; ignored dispositions survive exec, so the trainer is stopped
+    by the agent's orderly Ctrl-C instead of dying of the signal."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 class Child:
     """A started child process; :meth:`wait` pumps its output to the handler until it exits."""
 
@@ -61,6 +68,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=_ignore_preemption_warning,
         )
         self.pid = self.process.pid
         self._readers = [

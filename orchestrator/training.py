@@ -201,9 +201,9 @@ def _run(
     if result.returncode == 0:
         artifacts = backend.collect(job, run.path)
         lora = _finalize(job, backend, env, run, artifacts, sink)
-        if lora is None:
+        if lora is None and not result.interrupted:  # a trainer that stops cleanly on Ctrl-C also exits 0
             sink.emit(Failure("other", f"{backend.name} exited 0 but wrote no LoRA file", None, [], str(run.logs)))
-    elif sink.failure is None:
+    if lora is None and sink.failure is None and (result.interrupted or result.returncode != 0):
         kind = "interrupted" if result.interrupted else "other"
         message = (
             "stopped by the user" if result.interrupted else f"{backend.name} exited with code {result.returncode}"

@@ -127,3 +127,12 @@ def test_env_and_cwd_are_the_launchs(tmp_path: Path) -> None:
         on_output=lambda s, d: out.extend(d),
     )
     assert out.decode().split() == ["yes", str(tmp_path)]
+
+
+def test_the_trainer_ignores_the_preemption_warning_signal(tmp_path: Path) -> None:
+    """Slurm sends SIGUSR1 to every process of the job step; only the agent acts on it."""
+    seen: list[bytes] = []
+    code = "import signal; print(signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN)"
+    result = run_process([sys.executable, "-c", code], log_dir=tmp_path, on_output=lambda s, d: seen.append(d))
+    assert result.returncode == 0
+    assert b"".join(seen).strip() == b"True"

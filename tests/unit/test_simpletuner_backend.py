@@ -256,17 +256,19 @@ def test_render_command_keeps_everything_inside_its_out_folder(tmp_path: Path) -
 
 def test_collect_resumes_from_the_latest_complete_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "output" / "simpletuner"
-    for step in (3, 12, 6, 15):
+    for step in (3, 12, 6, 15, 18):
         folder = out / f"checkpoint-{step}"
         folder.mkdir(parents=True)
         if step != 15:  # checkpoint-15: killed while saving, no state written yet
             (folder / "training_state.json").write_text(json.dumps({"global_step": step, "epoch": 1}))
+        if step < 15:
             (folder / ".guard").write_text("complete")
     (out / "checkpoint-12" / ".guard").write_text("saving")  # 12: interrupted before the guard was completed
+    # 18: stopped by Ctrl-C right after training_state.json, before weights and guard (seen in a real preemption)
     (out / "checkpoint-9.tmp").mkdir()
     (out / "pytorch_lora_weights.safetensors").write_bytes(b"x")
     artifacts = SimpleTunerBackend().collect(make_job(tmp_path), tmp_path)
-    assert [s for s, _ in artifacts.checkpoints] == [3, 6, 12, 15]
+    assert [s for s, _ in artifacts.checkpoints] == [3, 6, 12, 15, 18]
     assert artifacts.resume is not None
     assert (artifacts.resume.step, artifacts.resume.state.name) == (6, "checkpoint-6")
     assert artifacts.lora == out / "pytorch_lora_weights.safetensors"
