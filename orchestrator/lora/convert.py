@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import struct
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from orchestrator.errors import LoraforgeError
+from orchestrator.lora import flux as F
 from orchestrator.lora import keys as K
 from orchestrator.lora.safetensors_io import Tensor, read, write
 
@@ -42,6 +43,8 @@ def _module_and_part(key: str) -> tuple[str, str]:
 
 
 def is_sdxl(keys: list[str], metadata: dict[str, str]) -> bool:
+    if K.is_flux(keys, metadata):  # Flux LoRAs name their CLIP-L encoder lora_te1_ too
+        return False
     return (
         any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.", "lora_unet_input_blocks")) for k in keys)
         or "sdxl" in metadata.get("modelspec.architecture", "")
@@ -49,51 +52,68 @@ def is_sdxl(keys: list[str], metadata: dict[str, str]) -> bool:
     )
 
 
+def _modules(tensors: dict[str, Tensor], down: str, up: str) -> dict[str, dict[str, Tensor]]:
+    """Tensors grouped by module: {module: {part: tensor}}; a module needs both its down and its up weight."""
+    grouped: dict[str, dict[str, Tensor]] = defaultdict(dict)
+    for key, tensor in tensors.items():
+        module, part = _module_and_part(key)
+        grouped[module][part] = tensor
+    for module, parts in grouped.items():
+        if down not in parts or up not in parts:
+            raise LoraforgeError(f"{module} has {' and '.join(sorted(parts))} but not both {down} and {up}",
+                                 "the file is incomplete or not a plain LoRA")  # fmt: skip
+    return grouped
+
+
 def kohya_to_diffusers(
     tensors: dict[str, Tensor], metadata: dict[str, str]
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
-    out: dict[str, Tensor] = {}
-    alphas: dict[str, float] = {}
+    loras: dict[str, F.Lora] = {}
     alpha_dtypes: set[str] = set()
-    ranks: dict[str, int] = {}
-    for key, tensor in tensors.items():
-        module, part = _module_and_part(key)
-        target = K.kohya_module_to_diffusers(module)
-        if part == ".alpha":
-            alphas[target] = scalar(tensor)
-            alpha_dtypes.add(tensor.dtype)
-        elif part == ".lora_down.weight":
-            out[f"{target}.lora_A.weight"] = tensor
-            ranks[target] = tensor.shape[0]
-        else:
-            out[f"{target}.lora_B.weight"] = tensor
-    peft: dict[str, object] = {}
-    by_root: dict[str, list[str]] = defaultdict(list)
-    for module in ranks:
-        by_root[module.partition(".")[0]].append(module)
-    for root, modules in by_root.items():
-        rank_counts: dict[int, int] = defaultdict(int)
-        for m in modules:
-            rank_counts[ranks[m]] += 1
-        r = max(rank_counts, key=lambda v: rank_counts[v])
-        module_alpha = {m: alphas.get(m, float(ranks[m])) for m in modules}
-        alpha_counts: dict[float, int] = defaultdict(int)
-        for value in module_alpha.values():
-            alpha_counts[value] += 1
-        alpha = max(alpha_counts, key=lambda v: alpha_counts[v])
-        strip = len(root) + 1
-        peft[f"{root}.r"] = r
-        peft[f"{root}.lora_alpha"] = alpha
-        peft[f"{root}.rank_pattern"] = {m[strip:]: ranks[m] for m in modules if ranks[m] != r}
-        peft[f"{root}.alpha_pattern"] = {m[strip:]: module_alpha[m] for m in modules if module_alpha[m] != alpha}
-        peft[f"{root}.target_modules"] = sorted({m.rsplit(".", 1)[-1] for m in modules})
-        peft[f"{root}.peft_type"] = "LORA"
+    for module, parts in _modules(tensors, ".lora_down.weight", ".lora_up.weight").items():
+        down, up = parts[".lora_down.weight"], parts[".lora_up.weight"]
+        alpha = float(down.shape[0])  # sd-scripts' meaning of a missing alpha: alpha = rank, scale 1
+        if ".alpha" in parts:
+            alpha = scalar(parts[".alpha"])
+            alpha_dtypes.add(parts[".alpha"].dtype)
+        loras[module] = F.Lora(down, up, alpha)
+    if K.is_flux(list(tensors), metadata):
+        mapped, metadata = F.kohya_to_diffusers(loras, metadata)
+    else:
+        try:
+            mapped = {K.kohya_module_to_diffusers(m): lora for m, lora in loras.items()}
+        except ValueError as exc:
+            raise LoraforgeError(str(exc), "is this a Kohya LoRA for SD 1.5, SDXL or Flux?") from None
+    out: dict[str, Tensor] = {}
+    for target, lora in mapped.items():
+        out[f"{target}.lora_A.weight"] = lora.down
+        out[f"{target}.lora_B.weight"] = lora.up
     meta = dict(metadata)
-    meta["lora_adapter_metadata"] = json.dumps(peft, indent=1, sort_keys=True)
+    meta["lora_adapter_metadata"] = json.dumps(_peft_metadata(mapped), indent=1, sort_keys=True)
     if alpha_dtypes:
         meta["loraforge_alpha_dtype"] = sorted(alpha_dtypes)[0]
     meta["loraforge_format"] = "diffusers"
     return out, meta
+
+
+def _peft_metadata(loras: dict[str, F.Lora]) -> dict[str, object]:
+    """PEFT's LoraConfig per component (unet, transformer, text_encoder...): the most common rank and alpha, and
+    rank_pattern / alpha_pattern for the modules that differ, which is how diffusers reads per-module alpha."""
+    peft: dict[str, object] = {}
+    by_root: dict[str, list[str]] = defaultdict(list)
+    for module in loras:
+        by_root[module.partition(".")[0]].append(module)
+    for root, modules in by_root.items():
+        r = Counter(loras[m].rank for m in modules).most_common(1)[0][0]
+        alpha = Counter(loras[m].alpha for m in modules).most_common(1)[0][0]
+        strip = len(root) + 1
+        peft[f"{root}.r"] = r
+        peft[f"{root}.lora_alpha"] = alpha
+        peft[f"{root}.rank_pattern"] = {m[strip:]: loras[m].rank for m in modules if loras[m].rank != r}
+        peft[f"{root}.alpha_pattern"] = {m[strip:]: loras[m].alpha for m in modules if loras[m].alpha != alpha}
+        peft[f"{root}.target_modules"] = sorted({m.rsplit(".", 1)[-1] for m in modules})
+        peft[f"{root}.peft_type"] = "LORA"
+    return peft
 
 
 def diffusers_to_kohya(
@@ -103,24 +123,29 @@ def diffusers_to_kohya(
         peft = json.loads(metadata.get("lora_adapter_metadata", "{}"))
     except ValueError:
         peft = {}
-    sdxl = is_sdxl(list(tensors), metadata)
+    peft = peft if isinstance(peft, dict) else {}
     alpha_dtype = metadata.get("loraforge_alpha_dtype", "F32")
-    out: dict[str, Tensor] = {}
-    for key, tensor in tensors.items():
-        module, part = _module_and_part(key)
-        if part not in (".lora_A.weight", ".lora_B.weight"):
-            raise LoraforgeError(f"unexpected key {key} in a diffusers LoRA")
+    loras: dict[str, F.Lora] = {}
+    for module, parts in _modules(tensors, ".lora_A.weight", ".lora_B.weight").items():
+        if set(parts) != {".lora_A.weight", ".lora_B.weight"}:
+            raise LoraforgeError(f"unexpected keys for {module} in a diffusers LoRA: {sorted(parts)}")
+        down = parts[".lora_A.weight"]
+        root, _, sub = module.partition(".")
+        alpha = peft.get(f"{root}.alpha_pattern", {}).get(sub, peft.get(f"{root}.lora_alpha"))
+        loras[module] = F.Lora(down, parts[".lora_B.weight"], float(alpha if alpha is not None else down.shape[0]))
+    if K.is_flux(list(tensors), metadata):
+        mapped, metadata = F.diffusers_to_kohya(loras, metadata)
+    else:
+        sdxl = is_sdxl(list(tensors), metadata)
         try:
-            target = K.diffusers_module_to_kohya(module, sdxl)
+            mapped = {K.diffusers_module_to_kohya(m, sdxl): lora for m, lora in loras.items()}
         except ValueError as exc:
             raise LoraforgeError(str(exc), "keep the file in the diffusers layout (--to diffusers)") from None
-        if part == ".lora_A.weight":
-            out[f"{target}.lora_down.weight"] = tensor
-            root, _, sub = module.partition(".")
-            alpha = peft.get(f"{root}.alpha_pattern", {}).get(sub, peft.get(f"{root}.lora_alpha"))
-            out[f"{target}.alpha"] = make_scalar(float(alpha if alpha is not None else tensor.shape[0]), alpha_dtype)
-        else:
-            out[f"{target}.lora_up.weight"] = tensor
+    out: dict[str, Tensor] = {}
+    for target, lora in mapped.items():
+        out[f"{target}.lora_down.weight"] = lora.down
+        out[f"{target}.lora_up.weight"] = lora.up
+        out[f"{target}.alpha"] = make_scalar(lora.alpha, alpha_dtype)
     meta = {k: v for k, v in metadata.items() if k not in ("lora_adapter_metadata", "loraforge_alpha_dtype")}
     meta["loraforge_format"] = "kohya"
     return out, meta

@@ -20,7 +20,7 @@ COMPOUNDS = {
     "linear_1", "linear_2", "add_embedding", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "ff_context",
     "proj_mlp", "norm_out", "layer_norm1", "layer_norm2", "token_embedding", "position_embedding",
     "text_projection", "input_blocks", "output_blocks", "middle_block", "in_layers", "out_layers", "emb_layers",
-    "skip_connection",
+    "skip_connection", "wi_0", "wi_1",
 }  # fmt: skip
 _LONGEST = max(len(c.split("_")) for c in COMPOUNDS)
 
@@ -108,10 +108,103 @@ def diffusers_module_to_kohya(module: str, sdxl: bool) -> str:
     """'text_encoder.text_model.encoder.layers.0.self_attn.q_proj' -> 'lora_te1_text_model_encoder_layers_0_self_attn_q_proj'."""
     root, _, path = module.partition(".")
     if root == "transformer":
-        raise ValueError("Flux LoRAs keep sd-scripts' own block layout; converting Flux to Kohya is not supported yet")
+        raise ValueError(f"{module} is a transformer module: only Flux transformer LoRAs convert to Kohya")
     prefix = DIFFUSERS_PREFIXES.get(root)
     if prefix is None:
         raise ValueError(f"not a diffusers LoRA module name: {module}")
     if sdxl and prefix == "lora_te":
         prefix = "lora_te1"
     return f"{prefix}_{path.replace('.', '_')}"
+
+
+# Flux. sd-scripts names transformer modules as Black Forest Labs' reference code does (double_blocks / single_blocks,
+# q, k and v fused in one qkv Linear, and in single blocks q, k, v and the MLP input fused in linear1); diffusers has
+# one Linear per projection. Each Kohya module maps to its diffusers parts, in the order of the fused Linear's rows.
+FLUX_DOUBLE = {
+    "img_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+    "img_attn_proj": ("attn.to_out.0",),
+    "img_mlp_0": ("ff.net.0.proj",),
+    "img_mlp_2": ("ff.net.2",),
+    "img_mod_lin": ("norm1.linear",),
+    "txt_attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
+    "txt_attn_proj": ("attn.to_add_out",),
+    "txt_mlp_0": ("ff_context.net.0.proj",),
+    "txt_mlp_2": ("ff_context.net.2",),
+    "txt_mod_lin": ("norm1_context.linear",),
+}
+FLUX_SINGLE = {
+    "linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"),
+    "linear2": ("proj_out",),
+    "modulation_lin": ("norm.linear",),
+}
+FLUX_OUTSIDE_BLOCKS = {  # sd-scripts trains the embedders with its in_dims option
+    "img_in": "x_embedder",
+    "txt_in": "context_embedder",
+    "time_in_in_layer": "time_text_embed.timestep_embedder.linear_1",
+    "time_in_out_layer": "time_text_embed.timestep_embedder.linear_2",
+    "vector_in_in_layer": "time_text_embed.text_embedder.linear_1",
+    "vector_in_out_layer": "time_text_embed.text_embedder.linear_2",
+    "guidance_in_in_layer": "time_text_embed.guidance_embedder.linear_1",
+    "guidance_in_out_layer": "time_text_embed.guidance_embedder.linear_2",
+    "final_layer_linear": "proj_out",
+    "final_layer_adaLN_modulation_1": "norm_out.linear",
+}
+# BFL's final layer modulation gives (shift, scale), diffusers' AdaLayerNormContinuous (scale, shift): the output
+# rows of this one module are the two halves swapped.
+FLUX_SWAPPED_HALVES = "lora_unet_final_layer_adaLN_modulation_1"
+FLUX_TEXT = {"lora_te1": "text_encoder", "lora_te3": "text_encoder_2"}  # CLIP-L, T5-XXL
+_FLUX_KOHYA = re.compile(r"lora_unet_(double|single)_blocks_(\d+)_(\w+)$")
+_FLUX_DIFFUSERS = re.compile(r"transformer\.(transformer_blocks|single_transformer_blocks)\.(\d+)\.(.+)$")
+
+
+def is_flux(keys: list[str], metadata: dict[str, str]) -> bool:
+    """Flux by its key names (either layout) or by what the file says about its base model."""
+    hints = " ".join(
+        metadata.get(k, "") for k in ("modelspec.architecture", "ss_base_model_version", "loraforge_family")
+    )
+    return (
+        "flux" in hints.lower()
+        or any(k.startswith(("lora_unet_double_blocks_", "lora_unet_single_blocks_", "lora_te3_")) for k in keys)
+        or any(
+            k.startswith(("transformer.single_transformer_blocks.", "transformer.time_text_embed.guidance"))
+            for k in keys
+        )
+    )
+
+
+def flux_kohya_to_diffusers(module: str) -> tuple[str, ...]:
+    """'lora_unet_single_blocks_0_linear1' -> ('transformer.single_transformer_blocks.0.attn.to_q', ..., '...proj_mlp')."""
+    if match := _FLUX_KOHYA.match(module):
+        kind, index, name = match.groups()
+        table, block = (
+            (FLUX_DOUBLE, "transformer_blocks") if kind == "double" else (FLUX_SINGLE, "single_transformer_blocks")
+        )
+        if name in table:
+            return tuple(f"transformer.{block}.{index}.{part}" for part in table[name])
+    elif module.startswith("lora_unet_") and module[len("lora_unet_") :] in FLUX_OUTSIDE_BLOCKS:
+        return (f"transformer.{FLUX_OUTSIDE_BLOCKS[module[len('lora_unet_') :]]}",)
+    for prefix, root in FLUX_TEXT.items():
+        if module.startswith(prefix + "_"):
+            return (f"{root}.{split_module(module[len(prefix) + 1 :])}",)
+    raise ValueError(f"not a Flux module sd-scripts trains: {module}")
+
+
+def flux_diffusers_to_kohya(module: str) -> tuple[str, int, int]:
+    """'transformer.single_transformer_blocks.0.proj_mlp' -> ('lora_unet_single_blocks_0_linear1', 3, 4): the Kohya
+    module, this part's place among its fused parts, and how many parts it has."""
+    if match := _FLUX_DIFFUSERS.match(module):
+        block, index, path = match.groups()
+        table, kind = (FLUX_DOUBLE, "double") if block == "transformer_blocks" else (FLUX_SINGLE, "single")
+        for name, parts in table.items():
+            if path in parts:
+                return f"lora_unet_{kind}_blocks_{index}_{name}", parts.index(path), len(parts)
+    elif module.startswith("transformer."):
+        for name, path in FLUX_OUTSIDE_BLOCKS.items():
+            if module == f"transformer.{path}":
+                return f"lora_unet_{name}", 0, 1
+    else:
+        root, _, path = module.partition(".")
+        for prefix, text_root in FLUX_TEXT.items():
+            if root == text_root:
+                return f"{prefix}_{path.replace('.', '_')}", 0, 1
+    raise ValueError(f"{module} has no counterpart in sd-scripts' Flux LoRA layout")
