@@ -11,18 +11,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.events import Progress, read_events
+    from orchestrator.events import Checkpoint, Progress, read_events
     from orchestrator.executors.base import lookup, run_folder
     from orchestrator.executors.slurm import SlurmExecutor
 
     entry = lookup(args.job_id)
     state = SlurmExecutor().status(args.job_id)
     line = f"{state.job_id} {state.state}" + (f" ({state.reason})" if state.reason not in ("", "None") else "")
+    if state.restarts:
+        line += f" restarts {state.restarts}"
     run = run_folder(Path(entry["folder"]))
+    saved = None
     if run is not None and (run / "events.jsonl").exists():
-        progress = [e for e in read_events(run / "events.jsonl") if isinstance(e, Progress)]
+        events = read_events(run / "events.jsonl")
+        progress = [e for e in events if isinstance(e, Progress)]
+        saved = max((e.step for e in events if isinstance(e, Checkpoint) and e.step is not None), default=None)
         if progress:
             line += f" step {progress[-1].step}/{progress[-1].total}"
         line += f" run {run}"
     print(line)
+    if state.state in LOST:
+        kept = (
+            f"its run folder keeps the logs and the checkpoint at step {saved}" if saved else "no checkpoint was saved"
+        )
+        fix = f"`loraforge resume {run}` on a machine with the backend" if saved else "submit the job again"
+        print(f"{LOST[state.state]}: {kept}; continue with {fix}, or submit with --requeue next time")
     return 0
+
+
+LOST = {  # Slurm's end states that are not the job's own fault, and what happened, in words
+    "NODE_FAIL": "the node running the job failed",
+    "BOOT_FAIL": "the node could not start the job",
+    "PREEMPTED": "the job was preempted by the scheduler",
+    "TIMEOUT": "the job ran out of its time limit",
+    "OUT_OF_MEMORY": "the job ran out of memory on its node",
+}

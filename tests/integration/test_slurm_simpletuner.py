@@ -35,3 +35,58 @@ def test_submit_status_logs_through_slurm(st_env, tiny_root: Path, tmp_path: Pat
     run = Path(line.split(" run ")[1].strip())
     assert (run / "output" / f"{job.name}.safetensors").exists()
     assert yaml.safe_load((run / "job.yaml").read_text())["name"] == job.name
+
+
+@requires_slurm
+def test_preemption_warning_requeues_and_resumes_at_the_saved_step(  # type: ignore[no-untyped-def]
+    st_env,  # noqa: F811
+    tiny_root: Path,  # noqa: F811
+    tmp_path: Path,
+    capsys,
+) -> None:
+    """`submit --requeue`: the time-limit warning (SIGUSR1 to the batch shell, sent here at once with scancel) makes
+    the agent stop the trainer and requeue; the same job id starts again (after Slurm's requeue delay, about two
+    minutes) and resumes from the last checkpoint to the end, in the same run folder."""
+    import subprocess
+    import time
+
+    from orchestrator.executors.base import lookup, run_folder
+    from orchestrator.job import dump_job
+
+    job = tiny_job(st_env, tiny_root, tmp_path, steps=60)
+    job = job.model_copy(update={"saving": job.saving.model_copy(update={"every_n_steps": 5, "keep_last": 2})})
+    (tmp_path / "job.yaml").write_text(dump_job(job))
+    assert main(["submit", str(tmp_path / "job.yaml"), "--backend", "simpletuner", "--requeue"]) == 0
+    job_id = capsys.readouterr().out.strip()
+    folder = Path(lookup(job_id)["folder"])
+    deadline = time.monotonic() + 300
+    saved: list[int] = []
+    while not saved and time.monotonic() < deadline:
+        run = run_folder(folder)
+        if run is not None and (run / "events.jsonl").exists():
+            saved = [
+                json.loads(x)["step"] for x in (run / "events.jsonl").read_text().splitlines() if '"checkpoint"' in x
+            ]
+        time.sleep(1)
+    assert saved, "no checkpoint within 5 minutes"
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True, timeout=30)
+
+    assert main(["logs", "-f", job_id]) == 0  # follows the requeued job to its end, same id
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[-1]["event"] == "finished"
+    texts = [e.get("text", "") for e in events]
+    stop = next(i for i, t in enumerate(texts) if t.startswith("preemption warning"))
+    restart = next(i for i, t in enumerate(texts) if t.startswith("restart 1: resuming at step"))
+    resumed_at = int(texts[restart].rsplit(" ", 1)[1])
+    before = [e["step"] for e in events[:stop] if e["event"] == "progress"]
+    after = [e["step"] for e in events[restart:] if e["event"] == "progress"]
+    assert resumed_at == max(e["step"] for e in events[:stop] if e["event"] == "checkpoint") > 0
+    assert not any(e["event"] == "failure" and e["kind"] != "interrupted" for e in events[:stop])
+    assert before[-1] >= resumed_at and after[0] >= resumed_at  # continues from the saved step, not from 0
+    assert after == sorted(after) and after[-1] == 60
+    assert main(["status", job_id]) == 0
+    line = capsys.readouterr().out
+    assert "COMPLETED" in line and "restarts 1" in line and "step 60/60" in line
+    run = run_folder(folder)
+    assert run is not None and (run / "output" / f"{job.name}.safetensors").exists()
+    assert json.loads((run / "run.json").read_text())["resumed_from"] == resumed_at
