@@ -3,6 +3,10 @@
 Kohya keeps alpha per module as a scalar tensor; PEFT keeps it in the file's ``lora_adapter_metadata`` (lora_alpha
 and r per component, alpha_pattern / rank_pattern for modules that differ), which diffusers' load_lora_weights
 reads. Weights are copied byte for byte in both directions, so a round trip is exact.
+
+Flux (flux.py) also splits sd-scripts' fused qkv / linear1 modules into diffusers' projections and fuses them back;
+the values still move bit for bit, except in one case flux.py describes (parts of one fused module trained with
+different alpha / rank scales), where the applied delta stays equal to float rounding.
 """
 
 from __future__ import annotations

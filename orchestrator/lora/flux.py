@@ -75,7 +75,7 @@ def _scaled(t: Tensor, factor: float) -> Tensor:
         return _tensor("BF16", rounded)
     if t.dtype not in _FLOAT:
         raise LoraforgeError(f"cannot rescale {t.dtype} weights", "convert the LoRA to float16 or float32 first")
-    values = _bits(t).view(_FLOAT[t.dtype]) * factor
+    values = _bits(t).view(_FLOAT[t.dtype]).astype(np.float64) * factor
     return _tensor(t.dtype, values.astype(_FLOAT[t.dtype]).view(f"<u{_ITEMSIZE[t.dtype]}"))
 
 
@@ -146,6 +146,7 @@ def _to_diffusers(kohya: str, lora: Lora, record: dict | None) -> tuple[dict[str
     starts = np.cumsum([0, *sizes])
     record = record if isinstance(record, dict) else {}
     valid = all(isinstance(record.get(k), list) and len(record[k]) == len(names) for k in ("ranks", "alphas"))
+    valid = valid and all(isinstance(r, int) and r >= 0 for r in record["ranks"])
     ranks: list[int] | None = record["ranks"] if valid else None
     alphas: list[float | None] = record["alphas"] if valid else [None] * len(names)
     columns = _part_columns(lora, sizes, ranks)

@@ -3,6 +3,9 @@
 Kohya (sd-scripts, A1111, Forge, ComfyUI):  lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight / .lora_up
     .weight / .alpha; text encoders lora_te_ (SD 1.5) or lora_te1_ / lora_te2_ (SDXL). sd-scripts names SD 1.5 modules
     the diffusers way (dots become underscores) and SDXL modules the original (SGM) way: input_blocks_4_1_...
+    Flux (sd-scripts' lora_flux): Black Forest Labs' module names, lora_unet_double_blocks_0_img_attn_qkv, ...
+    single_blocks_0_linear1, with q, k, v (and the MLP input) fused in one Linear; text encoders lora_te1_ (CLIP-L)
+    and lora_te3_ (T5-XXL).
 Diffusers / PEFT (SimpleTuner, diffusers):  unet.down_blocks.0.attentions.0.proj_in.lora_A.weight / lora_B.weight;
     text_encoder. / text_encoder_2. / transformer.; alpha is not per key but in the file's lora_adapter_metadata
     (PEFT's lora_alpha, r, and alpha_pattern for modules that differ).
@@ -164,7 +167,7 @@ def is_flux(keys: list[str], metadata: dict[str, str]) -> bool:
     )
     return (
         "flux" in hints.lower()
-        or any(k.startswith(("lora_unet_double_blocks_", "lora_unet_single_blocks_", "lora_te3_")) for k in keys)
+        or any(k.startswith(("lora_unet_double_blocks_", "lora_unet_single_blocks_")) for k in keys)
         or any(
             k.startswith(("transformer.single_transformer_blocks.", "transformer.time_text_embed.guidance"))
             for k in keys
