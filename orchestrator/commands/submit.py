@@ -14,7 +14,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partition")
     parser.add_argument("--gpus-per-node", type=int, default=1)
     parser.add_argument("--time", help="Slurm time limit, e.g. 01:00:00")
-    parser.add_argument("--requeue", action="store_true", help="requeue on the time-limit warning signal")
+    requeue = parser.add_mutually_exclusive_group()
+    requeue.add_argument(
+        "--requeue",
+        action="store_true",
+        default=None,
+        help="on the time-limit warning, stop and requeue; the job resumes at its last checkpoint",
+    )
+    requeue.add_argument(
+        "--no-requeue",
+        dest="requeue",
+        action="store_false",
+        help="never requeue, not even after a node failure (Slurm requeues batch jobs then by default, and "
+        "loraforge resumes them)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

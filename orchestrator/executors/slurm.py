@@ -20,7 +20,7 @@ class SlurmOptions:
     nodes: int = 1
     gpus_per_node: int = 1
     time: str | None = None
-    requeue: bool = False
+    requeue: bool | None = None  # True: requeue on the time-limit warning; False: never; None: the cluster's default
     signal_seconds: int = 120
 
 

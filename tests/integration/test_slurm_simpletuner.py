@@ -90,3 +90,57 @@ def test_preemption_warning_requeues_and_resumes_at_the_saved_step(  # type: ign
     run = run_folder(folder)
     assert run is not None and (run / "output" / f"{job.name}.safetensors").exists()
     assert json.loads((run / "run.json").read_text())["resumed_from"] == resumed_at
+
+
+@requires_slurm
+def test_a_node_dying_mid_run_is_reported_and_the_run_keeps_logs_and_checkpoint(  # type: ignore[no-untyped-def]
+    st_env,  # noqa: F811
+    tiny_root: Path,  # noqa: F811
+    tmp_path: Path,
+    capsys,
+) -> None:
+    """The node is taken down under the job (what slurmctld does when a node stops answering). Slurm would requeue
+    a batch job by default (and the agent would resume it, as in the preemption test); with --no-requeue the job
+    ends NODE_FAIL, `status` says what happened and how to continue, and the run folder keeps logs and checkpoint."""
+    import socket
+    import subprocess
+    import time
+
+    from orchestrator.executors.base import lookup, run_folder
+    from orchestrator.executors.slurm import SlurmExecutor
+    from orchestrator.job import dump_job
+
+    job = tiny_job(st_env, tiny_root, tmp_path, steps=200)
+    job = job.model_copy(update={"saving": job.saving.model_copy(update={"every_n_steps": 5, "keep_last": 2})})
+    (tmp_path / "job.yaml").write_text(dump_job(job))
+    assert main(["submit", str(tmp_path / "job.yaml"), "--backend", "simpletuner", "--no-requeue"]) == 0
+    job_id = capsys.readouterr().out.strip()
+    folder = Path(lookup(job_id)["folder"])
+    node = socket.gethostname().split(".")[0]
+    try:
+        deadline = time.monotonic() + 300
+        run = None
+        while time.monotonic() < deadline:
+            run = run_folder(folder)
+            if run is not None and '"checkpoint"' in (run / "events.jsonl").read_text(errors="replace"):
+                break
+            time.sleep(1)
+        assert run is not None, "no checkpoint within 5 minutes"
+        down = ["scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=loraforge-test"]
+        subprocess.run(down, check=True, timeout=30)
+        while SlurmExecutor().status(job_id).state not in ("NODE_FAIL", "FAILED") and time.monotonic() < deadline:
+            time.sleep(1)
+    finally:  # ReturnToService=2 may already have brought it back: then RESUME is refused, harmlessly
+        subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], capture_output=True, timeout=30)
+    assert main(["status", job_id]) == 0
+    out = capsys.readouterr().out
+    assert "NODE_FAIL" in out, out
+    assert "the node running the job failed" in out and "checkpoint at step" in out and "loraforge resume" in out
+    assert (run / "logs" / "stdout.log").stat().st_size > 0 and (run / "events.jsonl").exists()
+    from backends.simpletuner import SimpleTunerBackend
+
+    assert SimpleTunerBackend().collect(job, run).resume is not None  # a complete checkpoint to resume from
+    deadline = time.monotonic() + 60  # leave the node idle for the next test
+    while "idle" not in subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout:
+        assert time.monotonic() < deadline, "node did not come back"
+        time.sleep(1)

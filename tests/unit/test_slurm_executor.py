@@ -22,7 +22,9 @@ def test_render_sbatch_requeue_and_gres(tmp_path: Path) -> None:
 
 def test_render_sbatch_plain_has_no_requeue(tmp_path: Path) -> None:
     text = render_sbatch(tmp_path, "kohya", SlurmOptions())
-    assert "--requeue" not in text and "--partition" not in text
+    assert "requeue" not in text and "--partition" not in text  # the cluster's default applies
+    never = render_sbatch(tmp_path, "kohya", SlurmOptions(requeue=False))
+    assert "#SBATCH --no-requeue" in never and "--signal" not in never
 
 
 def test_parse_parsable() -> None:
