@@ -45,7 +45,18 @@ def make_samples(job: JobSpec, lora: Path, run_dir: Path, python: str | None = N
         index["note"] = "samples left out: the sampler (orchestrator.lora.sample) is not part of this install"
     else:
         try:
-            paths = generate(lora, job.base_model, [p for p, _ in plan], seeds, out, python=python)
+            # the job's sampling steps at the size the LoRA was trained at, not the sampler's 20 steps at 1024 px:
+            # a comparison on a small, slow machine must not spend hours on its samples
+            paths = generate(
+                lora,
+                job.base_model,
+                [p for p, _ in plan],
+                seeds,
+                out,
+                python=python,
+                steps=job.sampling.steps,
+                size=job.training.resolution,
+            )
         except Exception as exc:  # noqa: BLE001 - a sampler failure must not lose the comparison
             index["note"] = f"samples failed: {type(exc).__name__}: {exc}"
         else:
