@@ -601,7 +601,9 @@ class KohyaLogParser:
             it_per_s = value if match.group("unit") == "it/s" else (1 / value if value else None)
         self.last = (step, loss)
         self.last_step = step
-        events: list[Event] = self._set_phase("training")
+        # stdout's "saving checkpoint" line for the final LoRA can overtake the last step's second draw on stderr:
+        # that late draw still carries the final loss, but training is not starting again
+        events: list[Event] = [] if self.phase == "saving" else self._set_phase("training")
         events.append(
             Progress(
                 step=step,

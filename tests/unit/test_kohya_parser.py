@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from backends.kohya import KohyaLogParser
-from orchestrator.events import Checkpoint, Failure, Progress, Validation
+from orchestrator.events import Checkpoint, Failure, Phase, Progress, Validation
 
 # log file (stdout file or None) -> (final step, total, final avr_loss, checkpoint steps, returncode, failure kind)
 EXPECTED = {
@@ -112,3 +112,14 @@ def test_a_validation_pass_reports_its_last_draw_not_the_stale_first_one() -> No
     events = parser.feed("\r".join(bars).encode() + b"\r", "stderr")
     assert [e for e in events if isinstance(e, Validation)] == [Validation(step=2, loss=0.8)]
     assert [e.step for e in events if isinstance(e, Progress)] == [2, 3]
+
+
+def test_a_late_last_draw_after_the_final_save_keeps_the_loss_but_not_training_again() -> None:
+    """Seen on a real SDXL run: stdout's final "saving checkpoint" arrived before stderr's last draw with avr_loss."""
+    parser = KohyaLogParser()
+    events = parser.feed(b"steps: 100%|##########| 2/2 [00:06<00:00,  3.32s/it, avr_loss=1.21]\r", "stderr")
+    events += parser.feed(b"saving checkpoint: /runs/x/output/kohya/cmp.safetensors\n", "stdout")
+    events += parser.feed(b"steps: 100%|##########| 2/2 [00:06<00:00,  3.32s/it, avr_loss=1.13]\r", "stderr")
+    events += parser.finish(0)
+    assert [e.name for e in events if isinstance(e, Phase)] == ["training", "saving"]
+    assert [(e.step, e.loss) for e in events if isinstance(e, Progress)][-1] == (2, 1.13)
