@@ -27,12 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FIELD=V1,V2",
         help="compare values of any job setting, e.g. --vary network.rank=8,16 (repeatable: every combination)",
     )
+    parser.add_argument(
+        "--from-job", metavar="ID", help="train nothing: report on the runs of a sweep (`loraforge submit --sweep`)"
+    )
     parser.add_argument("-o", "--out", help="folder for the report and the arms' run folders")
     parser.add_argument("--json", action="store_true", help="print report.json to stdout at the end")
     parser.add_argument("--no-samples", action="store_true", help="skip sample images")
     parser.add_argument("--dry-run", action="store_true", help="show the arms and the settings mapping; train nothing")
     parser.add_argument(
-        "--from-runs", nargs="+", metavar="RUN_DIR", help="train nothing: report on existing run folders (e.g. a sweep)"
+        "--from-runs", nargs="+", metavar="RUN_DIR", help="train nothing: report on existing run folders"
     )
 
 
@@ -48,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.job import merge_layers
 
     con = console()
+    if args.from_job:
+        args.from_runs = sweep_runs(args.from_job)
     if args.from_runs:
         return _report_runs(args, con)
     if args.backends:
@@ -107,6 +112,25 @@ def _report_runs(args: argparse.Namespace, con) -> int:  # type: ignore[no-untyp
     if args.json:
         sys.stdout.write(json.dumps(report.data, indent=2, default=str) + "\n")
     return 0
+
+
+def sweep_runs(job_id: str) -> list[str]:
+    """The run folders of a sweep's array tasks; tasks that never started are named, not silently dropped."""
+    from orchestrator.errors import LoraforgeError
+    from orchestrator.executors.base import array_tasks, lookup, run_folder
+
+    tasks = array_tasks(job_id)
+    if not tasks:
+        raise LoraforgeError(f"job {job_id} is not a sweep", "submit one with `loraforge submit JOB --sweep FILE`")
+    runs, missing = [], []
+    for task in tasks:
+        run = run_folder(Path(lookup(task)["folder"]))
+        (runs if run is not None else missing).append(str(run) if run is not None else task)
+    if missing:
+        print(f"not started yet, left out of the report: {', '.join(missing)}", file=sys.stderr)
+    if not runs:
+        raise LoraforgeError(f"no task of sweep {job_id} has started", f"wait, and check `loraforge status {job_id}`")
+    return runs
 
 
 def _done_line(result) -> str:  # type: ignore[no-untyped-def]

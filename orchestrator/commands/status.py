@@ -11,12 +11,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from orchestrator.executors.base import array_tasks
+
+    for job_id in array_tasks(args.job_id) or [args.job_id]:  # a sweep: one line per array task
+        show(job_id)
+    return 0
+
+
+def show(job_id: str) -> None:
     from orchestrator.events import Checkpoint, Progress, read_events
     from orchestrator.executors.base import lookup, run_folder
     from orchestrator.executors.slurm import SlurmExecutor
 
-    entry = lookup(args.job_id)
-    state = SlurmExecutor().status(args.job_id)
+    entry = lookup(job_id)
+    state = SlurmExecutor().status(job_id)
     line = f"{state.job_id} {state.state}" + (f" ({state.reason})" if state.reason not in ("", "None") else "")
     if state.restarts:
         line += f" restarts {state.restarts}"
@@ -36,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
         )
         fix = f"`loraforge resume {run}` on a machine with the backend" if saved else "submit the job again"
         print(f"{LOST[state.state]}: {kept}; continue with {fix}, or submit with --requeue next time")
-    return 0
 
 
 LOST = {  # Slurm's end states that are not the job's own fault, and what happened, in words

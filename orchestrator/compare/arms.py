@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError, LoraforgeError
@@ -54,7 +55,31 @@ def expand_arms(
     data: dict[str, Any], backends: list[str], vary: list[str] | None = None, source: str | None = None
 ) -> list[Arm]:
     """All arms for the merged job layers ``data``. Every arm's job is validated; all problems reported at once."""
-    axes = [parse_vary(text) for text in vary or []]
+    return grid_arms(data, backends, [parse_vary(text) for text in vary or []], source)
+
+
+def load_sweep(path: str) -> list[tuple[str, list[Any]]]:
+    """A sweep file: YAML mapping each dotted JobSpec field to its list of values (``network.rank: [8, 16]``)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise LoraforgeError(f"cannot read the sweep file {path}: {exc}", "a YAML mapping: FIELD: [V1, V2]") from exc
+    if not isinstance(data, dict) or not data:
+        raise LoraforgeError(f"{path}: a sweep is a mapping of fields to value lists", "e.g. network.rank: [8, 16]")
+    axes = []
+    for key, values in data.items():
+        if not isinstance(values, list) or not values:
+            raise LoraforgeError(f"{path}: {key} needs a non-empty list of values", f"e.g. {key}: [V1, V2]")
+        axes.append((str(key), values))
+    return axes
+
+
+def grid_arms(
+    data: dict[str, Any], backends: list[str], axes: list[tuple[str, list[Any]]], source: str | None = None
+) -> list[Arm]:
+    """Every backend crossed with every combination of the axes' values."""
     keys = [key for key, _ in axes]
     if len(keys) != len(set(keys)):
         raise LoraforgeError("--vary names the same field twice", "give each field once, with all its values")

@@ -22,6 +22,7 @@ class SlurmOptions:
     time: str | None = None
     requeue: bool | None = None  # True: requeue on the time-limit warning; False: never; None: the cluster's default
     signal_seconds: int = 120
+    tasks: int | None = None  # a job array of this many tasks (a sweep), each with its own job in tasks/<index>/
 
 
 def render_sbatch(folder: Path, backend: str, opts: SlurmOptions, *, python: str = sys.executable) -> str:

@@ -144,3 +144,36 @@ def test_a_node_dying_mid_run_is_reported_and_the_run_keeps_logs_and_checkpoint(
     while "idle" not in subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout:
         assert time.monotonic() < deadline, "node did not come back"
         time.sleep(1)
+
+
+@requires_slurm
+def test_a_sweep_is_one_job_array_gathered_into_one_report(  # type: ignore[no-untyped-def]
+    st_env,  # noqa: F811
+    tiny_root: Path,  # noqa: F811
+    tmp_path: Path,
+    capsys,
+) -> None:
+    from orchestrator.job import dump_job
+
+    job = tiny_job(st_env, tiny_root, tmp_path, steps=2)
+    (tmp_path / "job.yaml").write_text(dump_job(job))
+    (tmp_path / "sweep.yaml").write_text("network.rank: [4, 8]\n")
+    argv = ["submit", str(tmp_path / "job.yaml"), "--backend", "simpletuner", "--sweep", str(tmp_path / "sweep.yaml")]
+    assert main(argv) == 0
+    job_id = capsys.readouterr().out.strip()
+    for task in (f"{job_id}_0", f"{job_id}_1"):
+        assert main(["logs", "-f", task]) == 0  # each array task is followed like a job of its own
+        events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert events[-1]["event"] == "finished", events[-3:]
+    assert main(["status", job_id]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [[f"{job_id}_0", "COMPLETED"], [f"{job_id}_1", "COMPLETED"]]
+
+    out = tmp_path / "report"
+    assert main(["compare", "--from-job", job_id, "-o", str(out), "--json"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    arms = report["arms"]
+    assert len(arms) == 2 and all(arm["status"] == "finished" for arm in arms)
+    assert sorted(arm["lora"]["rank"] for arm in arms) == [4, 8]
+    assert set(report["differing_settings"]) >= {"network.rank"}
+    assert (out / "report.html").stat().st_size > 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from orchestrator.executors.base import load_table, lookup, record_job
 from orchestrator.executors.slurm import SlurmOptions, parse_parsable, parse_scontrol, render_sbatch
 
@@ -45,3 +47,49 @@ def test_job_table_round_trip(tmp_path: Path) -> None:
     record_job("8", "slurm", tmp_path / "b")
     assert lookup("8")["folder"] == str(tmp_path / "b")
     assert set(load_table()) == {"7", "8"}
+
+
+def test_a_sweep_renders_a_job_array_with_one_folder_per_task(tmp_path: Path) -> None:
+    text = render_sbatch(tmp_path / "my jobs", "simpletuner", SlurmOptions(tasks=4))
+    assert "#SBATCH --array=0-3" in text and "slurm-%A_%a.out" in text
+    assert f'-m orchestrator.agent "{tmp_path}/my jobs/tasks/""$SLURM_ARRAY_TASK_ID"' in text
+
+
+def test_array_task_ids_resolve_to_their_task_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.errors import LoraforgeError
+    from orchestrator.executors.base import array_tasks, lookup, record_job
+
+    monkeypatch.setenv("LORAFORGE_HOME", str(tmp_path))
+    record_job("41", "slurm", tmp_path / "single")
+    record_job("42", "slurm", tmp_path / "sweep", tasks=2)
+    assert array_tasks("42") == ["42_0", "42_1"] and array_tasks("41") == []
+    assert lookup("42_1")["folder"] == str(tmp_path / "sweep" / "tasks" / "1")
+    with pytest.raises(LoraforgeError, match="no submitted job 42_2"):
+        lookup("42_2")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("network.rank: 8\n", "needs a non-empty list"), ("- 1\n", "a mapping"), ("a: [1\n", "cannot read")],
+)
+def test_bad_sweep_files_are_named_with_the_fix(tmp_path: Path, text: str, message: str) -> None:
+    from orchestrator.compare.arms import load_sweep
+    from orchestrator.errors import LoraforgeError
+
+    (tmp_path / "sweep.yaml").write_text(text)
+    with pytest.raises(LoraforgeError, match=message):
+        load_sweep(str(tmp_path / "sweep.yaml"))
+
+
+def test_sweep_grid_is_validated_like_any_job(tmp_path: Path) -> None:
+    from orchestrator.compare.arms import grid_arms
+    from orchestrator.errors import ConfigError
+
+    data = {"name": "me", "base_model": "m", "dataset": str(tmp_path), "training": {"steps": 10}}
+    arms = grid_arms(data, ["simpletuner"], [("network.rank", [4, 8]), ("training.learning_rate", [1e-4, 5e-5])])
+    assert [(a.job.network.rank, a.job.training.learning_rate) for a in arms] == [
+        (4, 1e-4), (4, 5e-5), (8, 1e-4), (8, 5e-5)
+    ]  # fmt: skip
+    assert len({a.job.name for a in arms}) == 4
+    with pytest.raises(ConfigError, match="network.rank"):
+        grid_arms(data, ["simpletuner"], [("network.rank", [0, 8])])
