@@ -37,6 +37,29 @@ def test_submit_status_logs_through_slurm(st_env, tiny_root: Path, tmp_path: Pat
     assert yaml.safe_load((run / "job.yaml").read_text())["name"] == job.name
 
 
+def submit_until_checkpoint(st_env, tiny_root: Path, tmp_path: Path, capsys, steps: int, *flags: str):  # type: ignore[no-untyped-def]  # noqa: F811
+    """Submit a long tiny SimpleTuner job (a checkpoint every 5 steps) and return (job, job id, submission folder,
+    run folder) once its first checkpoint is saved."""
+    import time
+
+    from orchestrator.executors.base import lookup, run_folder
+    from orchestrator.job import dump_job
+
+    job = tiny_job(st_env, tiny_root, tmp_path, steps=steps)
+    job = job.model_copy(update={"saving": job.saving.model_copy(update={"every_n_steps": 5, "keep_last": 2})})
+    (tmp_path / "job.yaml").write_text(dump_job(job))
+    assert main(["submit", str(tmp_path / "job.yaml"), "--backend", "simpletuner", *flags]) == 0
+    job_id = capsys.readouterr().out.strip()
+    folder = Path(lookup(job_id)["folder"])
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        run = run_folder(folder)
+        if run is not None and '"checkpoint"' in (run / "events.jsonl").read_text(errors="replace"):
+            return job, job_id, folder, run
+        time.sleep(1)
+    raise AssertionError(f"job {job_id}: no checkpoint within 5 minutes")
+
+
 @requires_slurm
 def test_preemption_warning_requeues_and_resumes_at_the_saved_step(  # type: ignore[no-untyped-def]
     st_env,  # noqa: F811
@@ -48,27 +71,10 @@ def test_preemption_warning_requeues_and_resumes_at_the_saved_step(  # type: ign
     the agent stop the trainer and requeue; the same job id starts again (after Slurm's requeue delay, about two
     minutes) and resumes from the last checkpoint to the end, in the same run folder."""
     import subprocess
-    import time
 
-    from orchestrator.executors.base import lookup, run_folder
-    from orchestrator.job import dump_job
+    from orchestrator.executors.base import run_folder
 
-    job = tiny_job(st_env, tiny_root, tmp_path, steps=60)
-    job = job.model_copy(update={"saving": job.saving.model_copy(update={"every_n_steps": 5, "keep_last": 2})})
-    (tmp_path / "job.yaml").write_text(dump_job(job))
-    assert main(["submit", str(tmp_path / "job.yaml"), "--backend", "simpletuner", "--requeue"]) == 0
-    job_id = capsys.readouterr().out.strip()
-    folder = Path(lookup(job_id)["folder"])
-    deadline = time.monotonic() + 300
-    saved: list[int] = []
-    while not saved and time.monotonic() < deadline:
-        run = run_folder(folder)
-        if run is not None and (run / "events.jsonl").exists():
-            saved = [
-                json.loads(x)["step"] for x in (run / "events.jsonl").read_text().splitlines() if '"checkpoint"' in x
-            ]
-        time.sleep(1)
-    assert saved, "no checkpoint within 5 minutes"
+    job, job_id, folder, _ = submit_until_checkpoint(st_env, tiny_root, tmp_path, capsys, 60, "--requeue")
     subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True, timeout=30)
 
     assert main(["logs", "-f", job_id]) == 0  # follows the requeued job to its end, same id
@@ -106,26 +112,12 @@ def test_a_node_dying_mid_run_is_reported_and_the_run_keeps_logs_and_checkpoint(
     import subprocess
     import time
 
-    from orchestrator.executors.base import lookup, run_folder
     from orchestrator.executors.slurm import SlurmExecutor
-    from orchestrator.job import dump_job
 
-    job = tiny_job(st_env, tiny_root, tmp_path, steps=200)
-    job = job.model_copy(update={"saving": job.saving.model_copy(update={"every_n_steps": 5, "keep_last": 2})})
-    (tmp_path / "job.yaml").write_text(dump_job(job))
-    assert main(["submit", str(tmp_path / "job.yaml"), "--backend", "simpletuner", "--no-requeue"]) == 0
-    job_id = capsys.readouterr().out.strip()
-    folder = Path(lookup(job_id)["folder"])
+    job, job_id, _, run = submit_until_checkpoint(st_env, tiny_root, tmp_path, capsys, 200, "--no-requeue")
     node = socket.gethostname().split(".")[0]
+    deadline = time.monotonic() + 300
     try:
-        deadline = time.monotonic() + 300
-        run = None
-        while time.monotonic() < deadline:
-            run = run_folder(folder)
-            if run is not None and '"checkpoint"' in (run / "events.jsonl").read_text(errors="replace"):
-                break
-            time.sleep(1)
-        assert run is not None, "no checkpoint within 5 minutes"
         down = ["scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=loraforge-test"]
         subprocess.run(down, check=True, timeout=30)
         while SlurmExecutor().status(job_id).state not in ("NODE_FAIL", "FAILED") and time.monotonic() < deadline:

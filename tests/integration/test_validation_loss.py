@@ -45,7 +45,7 @@ def test_simpletuner_validation_loss_at_every_checkpoint(st_env, tiny_root: Path
 
 def test_kohya_validation_loss_and_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import _REAL_HOME
-    from test_kohya_tiny import SETUP
+    from test_kohya_tiny import SETUP, write_job
 
     from backends import base
     from orchestrator.envs import load_registry
@@ -54,31 +54,15 @@ def test_kohya_validation_loss_and_samples(tmp_path: Path, monkeypatch: pytest.M
     env = load_registry().get("kohya")
     if env is None or base.get("kohya").check(env):
         pytest.skip(f"the kohya backend is not set up: {SETUP}")
-    from orchestrator.job import build_job
+    from orchestrator.job import build_job, load_yaml_layer
     from orchestrator.tiny import tiny_sd15
     from orchestrator.tiny.dataset import make_dataset
     from orchestrator.training import run_training
 
-    job = build_job(
-        {
-            "name": "tiny-kohya",
-            "base_model": str(tiny_sd15(env.python)),
-            "dataset": str(make_dataset(tmp_path / "data", count=8, size=64)),
-            "trigger": "ohwx",
-            "network": {"rank": 4, "alpha": 2},
-            "training": {
-                "steps": 4,
-                "batch_size": 2,
-                "resolution": 64,
-                "precision": "fp32",
-                "gradient_checkpointing": False,
-                "validation_split": 0.25,
-            },
-            "saving": {"every_n_steps": 2},
-            "sampling": {"every_n_steps": 2, "prompts": ["a red car on a beach", "a forest at night"], "steps": 2},
-            "output": {"dir": str(tmp_path / "runs")},
-        }
-    )
+    kohya = {"model": tiny_sd15(env.python), "data": make_dataset(tmp_path / "data", count=8, size=64)}
+    data = load_yaml_layer(write_job(tmp_path, kohya, validation_split=0.25))
+    data["sampling"] = {"every_n_steps": 2, "prompts": ["a red car on a beach", "a forest at night"], "steps": 2}
+    job = build_job(data)
     seen: list[Event] = []
     outcome = run_training(job, "kohya", handlers=[seen.append])
     assert outcome.ok, outcome.failure
