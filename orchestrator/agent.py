@@ -2,6 +2,9 @@
 
 ``python -m orchestrator.agent FOLDER``. The run folder (logs, events.jsonl, checkpoints) goes under the job's
 output dir; its path is written to FOLDER/run so `loraforge status/logs` find the same events as a local run.
+Multi-node jobs run one agent per node (srun); each launches accelerate with its node's machine rank
+(``SLURM_NODEID``) and node 0's address (``MASTER_ADDR``). Progress is read from node 0 (global rank 0); the other
+nodes' run folders, under FOLDER/node-N, keep their own ranks' logs, and `status` looks there for failures too.
 
 Preemption (``submit --requeue``): Slurm sends SIGUSR1 ahead of the time limit (``--signal=B:USR1@N``). The agent
 stops the trainer the way Ctrl-C does, asks Slurm to requeue the job (``scontrol requeue``: same job id) and exits.
@@ -33,6 +36,10 @@ def main(argv: list[str]) -> int:
     folder = Path(argv[0])
     job = build_job(load_yaml_layer(folder / "job.yaml"), str(folder / "job.yaml"))
     backend = (folder / "backend").read_text().strip()
+    node = int(os.environ.get("SLURM_NODEID", "0"))
+    if node:  # multi-node: the run folder (progress, LoRA) is node 0's; the others keep logs of their own ranks
+        folder = folder / f"node-{node}"
+        folder.mkdir(exist_ok=True)
     previous = run_folder(folder)
     resume = None
     if previous is not None and (previous / "job.yaml").exists():  # a requeued job: continue the same run
@@ -44,7 +51,7 @@ def main(argv: list[str]) -> int:
         run.update_state(restarts=restarts)
         say(run, f"restart {restarts}: resuming at step {resume.step if resume else 0}")
     else:
-        run = create_run(job, backend)
+        run = create_run(job, backend) if not node else create_run(job, backend, root=folder)
         (folder / "run").write_text(str(run.path))
 
     preempted = Preemption()

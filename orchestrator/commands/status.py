@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def show(job_id: str) -> None:
-    from orchestrator.events import Checkpoint, Progress, read_events
+    from orchestrator.events import Checkpoint, Failure, Progress, read_events
     from orchestrator.executors.base import lookup, run_folder
     from orchestrator.executors.slurm import SlurmExecutor
 
@@ -38,6 +38,11 @@ def show(job_id: str) -> None:
             line += f" step {progress[-1].step}/{progress[-1].total}"
         line += f" run {run}"
     print(line)
+    for other in sorted(Path(entry["folder"]).glob("node-*")):  # a multi-node job: failures on any node count
+        node_run = run_folder(other)
+        failures = [e for e in read_events(node_run / "events.jsonl") if isinstance(e, Failure)] if node_run else []
+        if failures:
+            print(f"{other.name}: {failures[-1].kind}: {failures[-1].message} (logs in {node_run})")
     if state.state in LOST:
         kept = (
             f"its run folder keeps the logs and the checkpoint at step {saved}" if saved else "no checkpoint was saved"

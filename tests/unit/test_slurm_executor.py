@@ -93,3 +93,35 @@ def test_sweep_grid_is_validated_like_any_job(tmp_path: Path) -> None:
     assert len({a.job.name for a in arms}) == 4
     with pytest.raises(ConfigError, match="network.rank"):
         grid_arms(data, ["simpletuner"], [("network.rank", [0, 8])])
+
+
+def test_status_reports_a_failure_on_another_node_of_a_multi_node_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Progress comes from node 0's run; a rank on node 1 that failed is still shown. Slurm's answer is a capture of
+    the real local cluster's `scontrol show job`, served by a stand-in scontrol on PATH."""
+    import os
+    import stat
+
+    from orchestrator.cli import main
+    from orchestrator.events import EventLog, Failure, Progress
+
+    monkeypatch.setenv("LORAFORGE_HOME", str(tmp_path / "home"))
+    scontrol = tmp_path / "bin" / "scontrol"
+    scontrol.parent.mkdir()
+    scontrol.write_text(f"#!/bin/sh\ncat {FIXTURES / 'scontrol_running.txt'}\n")
+    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{scontrol.parent}{os.pathsep}{os.environ['PATH']}")
+    folder = tmp_path / "submission"
+    for node, event in ((folder, Progress(step=7, total=10)), (folder / "node-1", Failure("other", "NCCL timeout"))):
+        run = node / "run-folder"
+        run.mkdir(parents=True)
+        (node / "run").write_text(str(run))
+        log = EventLog(run / "events.jsonl")
+        log.write(event)
+        log.close()
+    record_job("7", "slurm", folder)
+    assert main(["status", "7"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "RUNNING" in out[0] and "step 7/10" in out[0]
+    assert out[1].startswith("node-1: other: NCCL timeout")
