@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,38 @@ def make_run(
             rows.append({"prompt": prompt, "seed": seed, "trigger": trigger, "path": path.name})
         (folder / "samples.json").write_text(json.dumps({"images": rows, "note": None}), encoding="utf-8")
     return run
+
+
+def real_env(backend: str) -> tuple[Any, str | None]:
+    """The machine's registered environment of ``backend`` (read before test isolation) and, when it cannot be
+    used, why not: (env, None) or (None, reason)."""
+    import pytest
+    from conftest import _REAL_HOME
+
+    from backends import base
+    from orchestrator.envs import load_registry
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LORAFORGE_HOME", str(_REAL_HOME))
+        env = load_registry().get(backend)
+    if env is None or not env.python.exists():
+        return None, f"{backend} is not set up on this machine"
+    problems = base.get(backend).check(env)
+    return (None, problems[0].message) if problems else (env, None)
+
+
+def child_env(home: Path) -> dict[str, str]:
+    """The environment of a `loraforge` child run under ``home``: its own registry and caches, offline, no colour."""
+    env = dict(os.environ)
+    env.update(
+        HOME=str(home),
+        LORAFORGE_HOME=str(home / "loraforge"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        NO_COLOR="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    return env
 
 
 def write_lora(path: Path, rank: int, layout: str = "kohya", modules: int = 3) -> None:

@@ -7,7 +7,6 @@ One comparison (about 80 s on 2 cores) is run per module; the tests check what i
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,46 +15,27 @@ from typing import Any
 
 import pytest
 import yaml
-from compare_runs import ReportPage, chromium, final_loss_in, looks_drawn, pixel_spread, screenshot
+from compare_runs import (
+    ReportPage,
+    child_env,
+    chromium,
+    final_loss_in,
+    looks_drawn,
+    pixel_spread,
+    real_env,
+    screenshot,
+)
 
 pytestmark = pytest.mark.integration
 
 SETUP = "`loraforge setup simpletuner` (or `loraforge setup simpletuner --venv EXISTING_VENV`)"
 
 
-def _real_env(backend: str):  # type: ignore[no-untyped-def]
-    from conftest import _REAL_HOME
-
-    from backends import base
-    from orchestrator.envs import load_registry
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LORAFORGE_HOME", str(_REAL_HOME))
-        env = load_registry().get(backend)
-    if env is None or not env.python.exists():
-        return None, f"{backend} is not set up on this machine"
-    problems = base.get(backend).check(env)
-    return (None, problems[0].message) if problems else (env, None)
-
-
-def _child_env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        HOME=str(home),
-        LORAFORGE_HOME=str(home / "loraforge"),
-        XDG_CACHE_HOME=str(home / ".cache"),
-        NO_COLOR="1",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-    )
-    return env
-
-
 @pytest.fixture(scope="module")
 def st_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A home whose registry has SimpleTuner only, the tiny SDXL model, a drawn dataset and a job file."""
     pytest.importorskip("matplotlib", reason="pip install -e '.[report]'")
-    st_env, why = _real_env("simpletuner")
+    st_env, why = real_env("simpletuner")
     if st_env is None:
         pytest.skip(f"SimpleTuner not usable ({why}): run {SETUP}")
     from orchestrator.tiny import tiny_sdxl
@@ -86,7 +66,7 @@ def comparison(st_setup: dict[str, Path]) -> dict[str, Any]:
     out = st_setup["root"] / "out"
     argv = [sys.executable, "-m", "orchestrator.cli", "compare", str(st_setup["job"])]
     argv += ["--backends", "kohya,simpletuner", "--vary", "network.rank=4,8", "-o", str(out), "--json"]
-    result = subprocess.run(argv, capture_output=True, text=True, env=_child_env(st_setup["home"]), timeout=900)
+    result = subprocess.run(argv, capture_output=True, text=True, env=child_env(st_setup["home"]), timeout=900)
     assert "Traceback" not in result.stderr, result.stderr[-4000:]
     return {"result": result, "out": out, "json": json.loads(result.stdout)}
 
@@ -168,7 +148,7 @@ def test_ctrl_c_stops_the_comparison_and_still_reports(st_setup: dict[str, Path]
     out = st_setup["root"] / "out-interrupted"
     argv = [sys.executable, "-m", "orchestrator.cli", "compare", str(st_setup["job"]), "--backends", "simpletuner"]
     argv += ["--vary", "network.rank=4,8", "-o", str(out)]
-    child = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=_child_env(st_setup["home"]))
+    child = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=child_env(st_setup["home"]))
     assert child.stderr is not None
     seen = []
     for line in child.stderr:  # readiness: the first arm has trained a step
