@@ -40,3 +40,13 @@ def real_registry(monkeypatch: pytest.MonkeyPatch) -> Path:
     """Use the machine's real backend registry (integration tests), read-only in spirit."""
     monkeypatch.setenv("LORAFORGE_HOME", str(_REAL_HOME))
     return _REAL_HOME
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`slow` tests (minutes, many GiB of RAM) are left out unless asked for by marker: `pytest -m slow`."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow (minutes, ~16 GiB of RAM): run it with `pytest -m slow`")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
