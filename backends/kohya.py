@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Artifacts, Launch, Problem, Rendered, Resume
+from orchestrator.distributed import RankWatch, free_port, split_rank, with_rank
 from orchestrator.envs import BackendEnv, find_python, home, package_versions, python_version, venv_python
 from orchestrator.errors import BackendNotReady, LoraforgeError
 from orchestrator.events import Checkpoint, Event, Failure, Log, Phase, Progress, Validation
@@ -371,12 +372,19 @@ class KohyaBackend:
 
 
 def render_accelerate(job: JobSpec, *, cpu: bool) -> str:
+    """Every accelerate setting written out; several processes use accelerate's torchrun launcher (MULTI_GPU)."""
     processes = job.distributed.gpus * job.distributed.nodes
     if cpu and processes > 1:
+        # Measured (accelerate 1.6 and 1.15, 2 processes, gloo): on CPU accelerate wraps every prepared model in
+        # DistributedDataParallel, the frozen U-Net that sd-scripts prepares included, and torch refuses one
+        # without trainable parameters, on every rank. SimpleTuner prepares only the LoRA and trains.
         raise LoraforgeError(
-            f"{processes} processes asked, but the kohya environment has no CUDA",
-            "train with one process here (--gpus 1), or on a machine with that many GPUs",
+            f"distributed.gpus={job.distributed.gpus}: sd-scripts cannot train with several CPU processes "
+            "(accelerate wraps its frozen U-Net in DistributedDataParallel on CPU, which torch refuses)",
+            "train with one process here (--gpus 1), use --backend simpletuner (SDXL, Flux) for several CPU "
+            "processes, or a machine with that many GPUs",
         )
+    one_node = job.distributed.nodes == 1
     return render_template(
         "accelerate.yaml.j2",
         distributed_type="MULTI_GPU" if processes > 1 else "NO",
@@ -384,7 +392,9 @@ def render_accelerate(job: JobSpec, *, cpu: bool) -> str:
         machines=job.distributed.nodes,
         machine_rank=0,
         main_ip="127.0.0.1",
-        port=29500 + job.training.seed % 1000,
+        # one node: any free port, so two runs on a machine never collide (accelerate 1.6 stops on a busy port);
+        # several nodes: the port they all agree on
+        port=free_port() if one_node and processes > 1 else 29500 + job.training.seed % 1000,
         mixed_precision="no" if cpu or job.training.precision == "fp32" else job.training.precision,
         use_cpu=cpu,
     )
@@ -489,6 +499,7 @@ class KohyaLogParser:
         self.phase: str | None = None
         self.last_step = 0
         self.validated: set[int] = set()  # steps that already have a Validation event
+        self.ranks = RankWatch()  # several processes: which rank failed first
         self.val_pending: Validation | None = None  # the newest complete validation draw, sent when the bar is done
 
     def feed(self, data: bytes, stream: str) -> list[Event]:
@@ -525,6 +536,14 @@ class KohyaLogParser:
 
     def _segment(self, raw: str) -> list[Event]:
         line = ANSI.sub("", raw) if "\x1b" in raw else raw
+        if line.startswith("[rank"):  # torch prefixes a rank's traceback: its errors count, only rank 0's output
+            rank, line = split_rank(line)
+            self.ranks.see(rank, line)
+            if rank:
+                self.tail.append(f"[rank{rank}]: {line.rstrip()}")
+                return []
+        elif "Root Cause" in line or self.ranks.root_pending:
+            self.ranks.see(None, line)
         if "validation steps:" in line:  # before the training bar: it would match BAR too
             self._validation(line)
             return []
@@ -618,6 +637,9 @@ class KohyaLogParser:
         return events
 
     def failure(self, returncode: int) -> Failure:
+        return with_rank(self._failure(returncode), self.ranks.failure(), "sd-scripts")
+
+    def _failure(self, returncode: int) -> Failure:
         tail = [line for line in self.tail if line.strip()][-20:]
         text = "\n".join(self.tail)
         errors = [line.strip() for line in self.tail if re.match(r"\s*[\w.]+(Error|Exception)\b", line)]

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Artifacts, Launch, Problem, Rendered, Resume
+from orchestrator.distributed import RankWatch, free_port, split_rank, with_rank
 from orchestrator.envs import (
     BackendEnv,
     find_python,
@@ -402,7 +403,8 @@ class SimpleTunerBackend:
             workdir / "config.json", render_template("simpletuner/config.json.j2", config=config)
         )
         if job.distributed.gpus * job.distributed.nodes > 1:
-            files["accelerate"] = render_accelerate(job, workdir, config["mixed_precision"])
+            files["accelerate"], ddp_notes = render_accelerate(job, workdir, config["mixed_precision"])
+            notes.extend(ddp_notes)
         for label, expected in (("config", config), ("multidatabackend", datasets)):
             parsed = json.loads(files[label].read_text(encoding="utf-8"))
             if parsed != expected:
@@ -427,9 +429,12 @@ class SimpleTunerBackend:
             settings["NO_PROXY"] = ",".join(filter(None, [no_proxy, "127.0.0.1", "localhost"]))
         if target_device() == "cpu" and "CUDA_VISIBLE_DEVICES" not in os.environ:
             settings["CUDA_VISIBLE_DEVICES"] = ""
+        accelerate = rendered.files.get("accelerate")
+        if accelerate is not None and target_device() == "cpu":
+            # torchrun does not pass the config's use_cpu on; Accelerator reads this and joins a gloo group
+            settings["ACCELERATE_USE_CPU"] = "true"
         child_env = {**os.environ, **settings}
         python = str(env.python)
-        accelerate = rendered.files.get("accelerate")
         if accelerate is not None:
             trainer = [python, "-m", "accelerate.commands.launch", "--config_file", str(accelerate)]
             trainer += ["-m", "simpletuner.train"]
@@ -612,8 +617,9 @@ class _Channel:
         self.live = live
 
 
-def render_accelerate(job: JobSpec, workdir: Path, mixed_precision: str) -> Path:
-    """An explicit accelerate config for DDP on one node (progress is read from rank 0: only it posts webhooks)."""
+def render_accelerate(job: JobSpec, workdir: Path, mixed_precision: str) -> tuple[Path, list[str]]:
+    """An explicit accelerate config for DDP on one node, and notes for the run (progress is read from rank 0:
+    only it draws the bar and posts webhooks). Without CUDA the processes train on CPU and talk over gloo."""
     import yaml
 
     if job.distributed.nodes > 1:
@@ -621,26 +627,40 @@ def render_accelerate(job: JobSpec, workdir: Path, mixed_precision: str) -> Path
             f"distributed.nodes={job.distributed.nodes}: multi-node SimpleTuner jobs are not supported yet",
             "train on one node (--nodes 1) with several GPUs (--gpus N)",
         )
-    if target_device() == "cpu":  # accelerate runs a single process for a CPU config (MULTI_CPU wants mpirun)
-        raise LoraforgeError(
-            f"distributed.gpus={job.distributed.gpus}, but SimpleTuner's environment has no CUDA",
-            "train with one process (--gpus 1) here, or on a machine with that many GPUs",
+    cpu = target_device() == "cpu"
+    notes: list[str] = []
+    if cpu:
+        notes.append(
+            f"distributed.gpus={job.distributed.gpus}: SimpleTuner's environment has no CUDA, so "
+            f"{job.distributed.gpus} CPU processes (gloo) share this machine's {os.cpu_count()} cores"
         )
     values = {  # the shared accelerate template (one for every backend)
+        # MULTI_GPU selects accelerate's torchrun launcher, which starts N processes; with use_cpu (and
+        # ACCELERATE_USE_CPU in the child, see command) each joins a gloo group on CPU. A MULTI_CPU config would
+        # start a single process unless run under mpirun.
         "distributed_type": "MULTI_GPU",
         "processes": job.distributed.gpus,
         "machines": 1,
         "machine_rank": 0,
         "main_ip": "127.0.0.1",
-        "port": 29500 + job.training.seed % 1000,
-        "mixed_precision": mixed_precision,
-        "use_cpu": False,
+        "port": free_port(),
+        "mixed_precision": "no" if cpu else mixed_precision,
+        "use_cpu": cpu,
     }
     path = write_rendered(workdir / "accelerate.yaml", render_template("accelerate.yaml.j2", **values))
     parsed = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if parsed["num_processes"] != values["processes"] or parsed["distributed_type"] != values["distributed_type"]:
+    if any(parsed[key] != values[value] for key, value in _ACCELERATE_KEYS.items()):
         raise LoraforgeError(f"rendered {path} does not match the intended values", "report this bug")
-    return path
+    return path, notes
+
+
+_ACCELERATE_KEYS = {  # accelerate config key -> template value, read back after rendering
+    "distributed_type": "distributed_type",
+    "num_processes": "processes",
+    "main_process_port": "port",
+    "mixed_precision": "mixed_precision",
+    "use_cpu": "use_cpu",
+}
 
 
 def refuse_family(family: str | None) -> None:
@@ -788,6 +808,7 @@ class SimpleTunerLogParser:
         self.exceptions: list[tuple[str, str]] = []
         self.saved_checkpoints: set[str] = set()
         self._translator: WebhookTranslator | None = None
+        self.ranks = RankWatch()  # several processes: which rank failed first
 
     def feed(self, data: bytes, stream: str) -> list[Event]:
         import codecs
@@ -822,7 +843,11 @@ class SimpleTunerLogParser:
         return [Phase(name)]
 
     def _segment(self, raw: str) -> list[Event]:
-        line = _ANSI.sub("", raw).rstrip()
+        rank, line = split_rank(_ANSI.sub("", raw).rstrip())
+        self.ranks.see(rank, line)
+        if rank:  # another rank's line (torch prefixes its tracebacks): its errors count, never its output
+            self.tail.append(f"[rank{rank}]: {line}"[:400])
+            return []
         if not line.strip():
             return []
         if line.startswith("{"):
@@ -932,6 +957,9 @@ class SimpleTunerLogParser:
             self.exceptions.append((match.group("name"), match.group("text").strip()))
 
     def failure(self, returncode: int) -> Failure:
+        return with_rank(self._failure(returncode), self.ranks.failure(), "SimpleTuner")
+
+    def _failure(self, returncode: int) -> Failure:
         tail = list(self.tail)[-25:]
         roots = [e for e in self.exceptions if not e[0].endswith("CalledProcessError")]
         name, text = (roots or self.exceptions or [("", "")])[0]

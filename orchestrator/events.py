@@ -93,6 +93,7 @@ FAILURE_KINDS = (
     "interrupted",
     "killed",
     "network",
+    "distributed",  # a process of a multi-process run died or a collective timed out
     "other",
 )
 

@@ -382,9 +382,32 @@ def test_several_nodes_refused_clearly(tmp_path: Path, gpu: None) -> None:
     assert "nodes=2" in info.value.message and "--nodes 1" in (info.value.hint or "")
 
 
-def test_several_processes_without_cuda_refused_clearly(tmp_path: Path, cpu: None) -> None:
+def test_several_processes_without_cuda_run_on_cpu_with_gloo(tmp_path: Path, cpu: None) -> None:
+    """Without CUDA, --gpus 2 means two CPU processes: accelerate's torchrun launcher (MULTI_GPU) with use_cpu, and
+    ACCELERATE_USE_CPU in the child so each Accelerator joins a gloo group (a MULTI_CPU config starts one)."""
+    import yaml
+
+    job = make_job(tmp_path, precision="bf16")
+    job = job.model_copy(update={"distributed": job.distributed.model_copy(update={"gpus": 2})})
+    backend = SimpleTunerBackend()
+    rendered = backend.render(job, tmp_path / "run" / "rendered")
+    config = yaml.safe_load(rendered.files["accelerate"].read_text())
+    assert (config["distributed_type"], config["num_processes"], config["num_machines"]) == ("MULTI_GPU", 2, 1)
+    assert config["use_cpu"] is True and config["mixed_precision"] == "no"
+    assert isinstance(config["main_process_port"], int) and 0 < config["main_process_port"] < 65536
+    assert any("2 CPU processes (gloo)" in note for note in rendered.notes)
+    launch = backend.command(job, rendered, BackendEnv("simpletuner", Path("/venv/bin/python")))
+    assert "ACCELERATE_USE_CPU=true" in launch.argv and launch.env["ACCELERATE_USE_CPU"] == "true"
+    assert launch.argv[launch.argv.index("/venv/bin/python") :][:3] == [
+        "/venv/bin/python", "-m", "accelerate.commands.launch",
+    ]  # fmt: skip
+
+
+def test_several_gpus_leave_the_device_to_accelerate(tmp_path: Path, gpu: None) -> None:
     job = make_job(tmp_path)
     job = job.model_copy(update={"distributed": job.distributed.model_copy(update={"gpus": 2})})
-    with pytest.raises(LoraforgeError) as info:
-        SimpleTunerBackend().render(job, tmp_path / "run" / "rendered")
-    assert "gpus=2" in info.value.message and "no CUDA" in info.value.message
+    backend = SimpleTunerBackend()
+    rendered = backend.render(job, tmp_path / "run" / "rendered")
+    launch = backend.command(job, rendered, BackendEnv("simpletuner", Path("/venv/bin/python")))
+    assert not any("ACCELERATE_USE_CPU" in arg for arg in launch.argv)
+    assert not any("CPU processes" in note for note in rendered.notes)
