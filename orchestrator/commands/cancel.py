@@ -1,4 +1,4 @@
-"""`loraforge cancel ID`: scancel; the run folder keeps its logs and checkpoints."""
+"""`loraforge cancel ID`: scancel or `ray job stop`; the run folder keeps its logs and checkpoints."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.executors.base import lookup
-    from orchestrator.executors.slurm import SlurmExecutor
+    from orchestrator.executors import for_job
 
-    lookup(args.job_id)
-    SlurmExecutor().cancel(args.job_id)
+    for_job(args.job_id).cancel(args.job_id)
     print(f"cancelled {args.job_id}")
     return 0

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "UNKNOWN"}
+FINAL |= {"SUCCEEDED", "STOPPED"}  # Ray's words (a FAILED Ray attempt with retries left is resubmitted first)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,13 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from orchestrator.executors import get
     from orchestrator.executors.base import lookup, run_folder
-    from orchestrator.executors.slurm import SlurmExecutor
 
-    folder = Path(lookup(args.job_id)["folder"])
+    entry = lookup(args.job_id)
+    folder = Path(entry["folder"])
+    executor = get(entry["executor"])
     printed = 0
     while True:
-        done = not args.follow or SlurmExecutor().status(args.job_id).state in FINAL
+        done = not args.follow or executor.status(args.job_id).state in FINAL
         run = run_folder(folder)
         if run is not None and (run / "events.jsonl").exists():
             lines = (run / "events.jsonl").read_text(encoding="utf-8").splitlines()

@@ -20,11 +20,11 @@ def run(args: argparse.Namespace) -> int:
 
 def show(job_id: str) -> None:
     from orchestrator.events import Checkpoint, Failure, Progress, read_events
+    from orchestrator.executors import get
     from orchestrator.executors.base import lookup, run_folder
-    from orchestrator.executors.slurm import SlurmExecutor
 
     entry = lookup(job_id)
-    state = SlurmExecutor().status(job_id)
+    state = get(entry["executor"]).status(job_id)
     line = f"{state.job_id} {state.state}" + (f" ({state.reason})" if state.reason not in ("", "None") else "")
     if state.restarts:
         line += f" restarts {state.restarts}"
