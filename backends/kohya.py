@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Artifacts, Launch, Problem, Rendered, Resume
-from orchestrator.distributed import RankWatch, free_port, split_rank, with_rank
+from orchestrator.distributed import RankWatch, free_port, node_placement, split_rank, with_rank
 from orchestrator.envs import BackendEnv, find_python, home, package_versions, python_version, venv_python
 from orchestrator.errors import BackendNotReady, LoraforgeError
 from orchestrator.events import Checkpoint, Event, Failure, Log, Phase, Progress, Validation
@@ -385,13 +385,14 @@ def render_accelerate(job: JobSpec, *, cpu: bool) -> str:
             "processes, or a machine with that many GPUs",
         )
     one_node = job.distributed.nodes == 1
+    machine_rank, main_ip = node_placement(job.distributed.nodes)
     return render_template(
         "accelerate.yaml.j2",
         distributed_type="MULTI_GPU" if processes > 1 else "NO",
         processes=processes,
         machines=job.distributed.nodes,
-        machine_rank=0,
-        main_ip="127.0.0.1",
+        machine_rank=machine_rank,
+        main_ip=main_ip,
         # one node: any free port, so two runs on a machine never collide (accelerate 1.6 stops on a busy port);
         # several nodes: the port they all agree on
         port=free_port() if one_node and processes > 1 else 29500 + job.training.seed % 1000,

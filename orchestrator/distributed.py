@@ -45,6 +45,26 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def node_placement(nodes: int) -> tuple[int, str]:
+    """This node's machine rank and the main node's address. One node: (0, localhost). Several: what the Slurm job
+    script exports on each node (SLURM_NODEID, and MASTER_ADDR = the job's first host), since only the scheduler
+    knows which node is which."""
+    import os
+
+    from orchestrator.errors import LoraforgeError
+
+    if nodes == 1:
+        return 0, "127.0.0.1"
+    rank, address = os.environ.get("SLURM_NODEID"), os.environ.get("MASTER_ADDR")
+    if rank is None or not address or not rank.isdigit() or int(rank) >= nodes:
+        raise LoraforgeError(
+            f"distributed.nodes={nodes}: this node's rank and the main node's address are unknown "
+            f"(SLURM_NODEID={rank!r}, MASTER_ADDR={address!r})",
+            f"start multi-node jobs through Slurm: loraforge submit JOB --nodes {nodes} --gpus-per-node G",
+        )
+    return int(rank), address
+
+
 def split_rank(line: str) -> tuple[int | None, str]:
     """(global rank, the line without its prefix); rank is None for a line torch did not prefix."""
     match = RANK_PREFIX.match(line)

@@ -49,10 +49,24 @@ def test_kohya_several_gpus_on_one_node(tmp_path: Path) -> None:
     assert config["dynamo_config"] == {} and config["gpu_ids"] == "all"  # nothing left to a default config
 
 
-def test_kohya_several_nodes_agree_on_a_port(tmp_path: Path) -> None:
-    config = rendered_accelerate(tmp_path, cpu=False, gpus=2, nodes=2)
-    assert (config["num_processes"], config["num_machines"], config["machine_rank"]) == (4, 2, 0)
-    assert config["main_process_port"] == 29507  # the same on every node: 29500 + seed % 1000
+def test_kohya_several_nodes_agree_on_a_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MASTER_ADDR", "node-a")  # what the Slurm job script exports on every node
+    for node in (0, 1):
+        monkeypatch.setenv("SLURM_NODEID", str(node))
+        config = rendered_accelerate(tmp_path, cpu=False, gpus=2, nodes=2)
+        assert (config["num_processes"], config["num_machines"], config["machine_rank"]) == (4, 2, node)
+        assert config["main_process_ip"] == "node-a"
+        assert config["main_process_port"] == 29507  # the same on every node: 29500 + seed % 1000
+
+
+def test_several_nodes_outside_slurm_are_refused_with_the_way_to_start_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SLURM_NODEID", raising=False)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(LoraforgeError, match="rank and the main node's address are unknown") as info:
+        rendered_accelerate(tmp_path, cpu=False, gpus=2, nodes=2)
+    assert "loraforge submit JOB --nodes 2" in (info.value.hint or "")
 
 
 def test_kohya_one_cpu_process(tmp_path: Path) -> None:
