@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 from collections.abc import Mapping
@@ -213,9 +214,23 @@ def _reason(info: Any, opts: RayOptions, note: str) -> str:
     if state == "PENDING" and "waiting for resources" in message:
         return f"waiting for resources: {opts.gpus_per_node} GPU"
     if state == "FAILED":
-        first = message.splitlines()[0][:160] if message else "failed"
+        first = failure_summary(message)
         return f"{first}; {note}" if note else first
     return note
+
+
+def failure_summary(message: str) -> str:
+    """Ray's FAILED message is one line plus the log's tail: keep the line (without its log preamble) and the
+    tail's last exception, e.g. ``...exit code 1: LoraforgeError: dataset folder /x has no images``."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if not lines:
+        return "failed"
+    head = lines[0].split(", last available logs")[0].rstrip(":")
+    errors = [line for line in lines[1:] if re.match(r"^[\w.]+(Error|Exception|Interrupt): ", line)]
+    if errors:
+        name, _, text = errors[-1].partition(": ")
+        head += f": {name.rsplit('.', 1)[-1]}: {text}"
+    return head[:300]
 
 
 def _resume_facts(folder: Path) -> tuple[int | None, str | None]:

@@ -100,3 +100,23 @@ def test_flags_of_the_other_executor_are_refused_before_anything_is_written(
     assert main(["submit", str(tmp_path / "job.yaml"), *flags]) == 1
     assert message in capsys.readouterr().err
     assert not jobs_dir().exists()
+
+
+def test_a_failed_attempt_is_summed_up_in_one_line() -> None:
+    from orchestrator.executors.rayjobs import failure_summary
+
+    # Ray 2.60's message for an agent whose job had no images (its log tail, shortened)
+    message = (
+        "Job entrypoint command failed with exit code 1, last available logs (truncated to 20,000 chars):\n"
+        '  File "/work/main/orchestrator/training.py", line 101, in preflight\n'
+        "    raise LoraforgeError(\n"
+        "orchestrator.errors.LoraforgeError: dataset folder /tmp/lfm has no images (.bmp, .jpeg)\n"
+        "  fix: put your photos there, or prepare them with `loraforge prep PHOTOS -o /tmp/lfm`\n"
+    )
+    assert failure_summary(message) == (
+        "Job entrypoint command failed with exit code 1: LoraforgeError: dataset folder /tmp/lfm has no images "
+        "(.bmp, .jpeg)"
+    )
+    killed = "Job entrypoint command failed with exit code -9, last available logs (truncated to 20,000 chars):\n"
+    assert failure_summary(killed) == "Job entrypoint command failed with exit code -9"
+    assert failure_summary("") == "failed"
