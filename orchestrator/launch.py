@@ -15,6 +15,7 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,21 @@ def _ignore_preemption_warning() -> None:
     process of the job step), never the trainer's; ignored dispositions survive exec, so the trainer is stopped
     by the agent's orderly Ctrl-C instead of dying of the signal."""
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+# Linux: the child gets SIGTERM when we die, however we die (SIGKILL; a Ray job supervisor killing only our
+# process group). It runs in its own session, so nothing else reaches it: it would keep its GPU, and a retried
+# Ray job would train beside it in the same run folder. SIGTERM, not SIGKILL: accelerate's launcher then stops
+# the ranks it started. The flag survives exec; looked up here, in the parent, not after fork.
+_PR_SET_PDEATHSIG = 1
+_prctl = None
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 class Child:

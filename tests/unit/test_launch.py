@@ -136,3 +136,43 @@ def test_the_trainer_ignores_the_preemption_warning_signal(tmp_path: Path) -> No
     result = run_process([sys.executable, "-c", code], log_dir=tmp_path, on_output=lambda s, d: seen.append(d))
     assert result.returncode == 0
     assert b"".join(seen).strip() == b"True"
+
+
+def test_the_trainer_dies_with_the_process_that_launched_it(tmp_path: Path) -> None:
+    """The launcher is SIGKILLed (what Ray's job supervisor does to the agent's group when it dies): the trainer,
+    in a session of its own, must not train on as an orphan."""
+    import signal
+    import subprocess
+    import time
+
+    launcher = _script(
+        tmp_path,
+        "launcher.py",
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from pathlib import Path
+        from orchestrator.launch import run_process
+        code = "import os, time; open({str(tmp_path / "pid")!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+        run_process([sys.executable, "-c", code], log_dir=Path({str(tmp_path / "logs")!r}))
+        """,
+    )
+    parent = subprocess.Popen([sys.executable, str(launcher)])
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text():
+        assert time.monotonic() < deadline and parent.poll() is None, "the trainer never started"
+        time.sleep(0.05)
+    trainer = int((tmp_path / "pid").read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{trainer}").exists() and "Z" not in _state(trainer):
+        assert time.monotonic() < deadline, "the trainer outlived its launcher"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
