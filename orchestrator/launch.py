@@ -36,10 +36,10 @@ class ProcessResult:
 OutputHandler = Callable[[str, bytes], None]
 
 
-def _ignore_preemption_warning() -> None:
+def _child_setup() -> None:
     """In the child before exec: SIGUSR1 is the cluster agent's preemption warning (Slurm delivers it to every
     process of the job step), never the trainer's; ignored dispositions survive exec, so the trainer is stopped
-    by the agent's orderly Ctrl-C instead of dying of the signal."""
+    by the agent's orderly Ctrl-C instead of dying of the signal. And it dies with us (below)."""
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     if _prctl is not None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -84,7 +84,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_ignore_preemption_warning,
+            preexec_fn=_child_setup,
         )
         self.pid = self.process.pid
         self._readers = [
