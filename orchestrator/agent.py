@@ -11,6 +11,9 @@ stops the trainer the way Ctrl-C does, asks Slurm to requeue the job (``scontrol
 The requeued job starts this agent again on the same folder; it finds the run it made and resumes from the last
 saved checkpoint. Neither sd-scripts nor SimpleTuner can be told to save on demand, so the steps since that
 checkpoint are trained again: preemptible jobs want a small ``saving.every_n_steps``.
+
+On Ray (orchestrator/executors/rayjobs.py) each retry of ``submit --retries K`` is a new Ray job running this agent
+on the same folder: it resumes the same way.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def main(argv: list[str]) -> int:
         folder.mkdir(exist_ok=True)
     previous = run_folder(folder)
     resume = None
-    if previous is not None and (previous / "job.yaml").exists():  # a requeued job: continue the same run
+    if previous is not None and (previous / "job.yaml").exists():  # requeued (Slurm) or retried (Ray): continue the run
         from orchestrator.resume import find_resume_point
 
         run = RunDir(previous)
