@@ -48,7 +48,8 @@ def _child_setup() -> None:
 # Linux: the child gets SIGTERM when we die, however we die (SIGKILL; a Ray job supervisor killing only our
 # process group). It runs in its own session, so nothing else reaches it: it would keep its GPU, and a retried
 # Ray job would train beside it in the same run folder. SIGTERM, not SIGKILL: accelerate's launcher then stops
-# the ranks it started. The flag survives exec; looked up here, in the parent, not after fork.
+# the ranks it started. The flag survives exec; looked up here, in the parent, not after fork. Linux ties it to the
+# *thread* that forked: run_process starts the child and waits for it in one thread, so that thread outlives it.
 _PR_SET_PDEATHSIG = 1
 _prctl = None
 if sys.platform.startswith("linux"):
