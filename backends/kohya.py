@@ -476,6 +476,7 @@ VAL_BAR = re.compile(
 )
 
 
+@cache  # a log repeats few distinct clocks
 def _seconds(clock: str) -> float | None:
     if "?" in clock:
         return None
@@ -606,33 +607,33 @@ class KohyaLogParser:
         return event
 
     def _bar(self, match: re.Match[str]) -> list[Event]:
-        n = int(match.group("n"))
+        # the hot path on bar-heavy logs: one group() call, no regex or function call that can be skipped
+        n_text, total_text, loss_text, rate, unit, eta = match.group("n", "total", "loss", "rate", "unit", "eta")
+        n = int(n_text)
         step = self.offset + n
-        total = self.total or self.offset + int(match.group("total"))
-        loss = float(match.group("loss")) if match.group("loss") else None
-        if self.last is None or step != self.last[0]:
-            loss = None  # a step's first draw still shows the previous step's average; its own comes next
-        if n == 0 or self.last == (step, loss):
+        last = self.last
+        # a step's first draw still shows the previous step's average; its own comes with the next draw
+        loss = float(loss_text) if loss_text and last is not None and step == last[0] else None
+        if n == 0 or last == (step, loss):
             return []
-        rate = match.group("rate")
         it_per_s = None
         if rate != "?":
             value = float(rate)
-            it_per_s = value if match.group("unit") == "it/s" else (1 / value if value else None)
+            it_per_s = value if unit == "it/s" else (1 / value if value else None)
         self.last = (step, loss)
         self.last_step = step
         # stdout's "saving checkpoint" line for the final LoRA can overtake the last step's second draw on stderr:
         # that late draw still carries the final loss, but training is not starting again
-        events: list[Event] = [] if self.phase == "saving" else self._set_phase("training")
+        events: list[Event] = [] if self.phase in ("training", "saving") else self._set_phase("training")
         events.append(
             Progress(
                 step=step,
-                total=total,
+                total=self.total or self.offset + int(total_text),
                 epoch=self.epoch,
                 epochs=self.epochs,
                 loss=loss,
                 it_per_s=it_per_s,
-                eta_s=_seconds(match.group("eta")),
+                eta_s=_seconds(eta),
             )
         )
         return events
