@@ -108,13 +108,13 @@ def test_a_failed_attempt_is_summed_up_in_one_line() -> None:
     # Ray 2.60's message for an agent whose job had no images (its log tail, shortened)
     message = (
         "Job entrypoint command failed with exit code 1, last available logs (truncated to 20,000 chars):\n"
-        '  File "/work/main/orchestrator/training.py", line 101, in preflight\n'
+        '  File "/opt/loraforge/orchestrator/training.py", line 101, in preflight\n'
         "    raise LoraforgeError(\n"
-        "orchestrator.errors.LoraforgeError: dataset folder /tmp/lfm has no images (.bmp, .jpeg)\n"
-        "  fix: put your photos there, or prepare them with `loraforge prep PHOTOS -o /tmp/lfm`\n"
+        "orchestrator.errors.LoraforgeError: dataset folder /data/photos has no images (.bmp, .jpeg)\n"
+        "  fix: put your photos there, or prepare them with `loraforge prep PHOTOS -o /data/photos`\n"
     )
     assert failure_summary(message) == (
-        "Job entrypoint command failed with exit code 1: LoraforgeError: dataset folder /tmp/lfm has no images "
+        "Job entrypoint command failed with exit code 1: LoraforgeError: dataset folder /data/photos has no images "
         "(.bmp, .jpeg)"
     )
     killed = "Job entrypoint command failed with exit code -9, last available logs (truncated to 20,000 chars):\n"
