@@ -276,10 +276,10 @@ def test_collect_resumes_from_the_latest_complete_checkpoint(tmp_path: Path) -> 
 
 def old_python(tmp_path: Path) -> str:
     """A real interpreter older than 3.12 if this machine has one, else a tiny script that answers like 3.10."""
-    for root in (Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions", Path("/root/.pyenv/versions")):
-        for folder in sorted(root.glob("3.1[01].*")) if root.is_dir() else []:
-            if (folder / "bin" / "python3").exists():
-                return str(folder / "bin" / "python3")
+    versions = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    for folder in sorted(versions.glob("3.1[01].*")):
+        if (folder / "bin" / "python3").exists():
+            return str(folder / "bin" / "python3")
     fake = tmp_path / "python3.10"
     fake.write_text("#!/bin/sh\necho 3.10.4\n")
     fake.chmod(0o755)
