@@ -30,6 +30,7 @@ from orchestrator.errors import BackendNotReady, LoraforgeError
 from orchestrator.events import Checkpoint, Event, Failure, Log, Phase, Progress, Validation
 from orchestrator.job import JobSpec
 from orchestrator.render import render_template, write_rendered
+from orchestrator.steps import validation_interval
 from orchestrator.watch import SampleFolder, Watched
 
 SCRIPTS = {"sd15": "train_network.py", "sdxl": "sdxl_train_network.py", "flux": "flux_train_network.py"}
@@ -137,7 +138,7 @@ def build_options(job: JobSpec, workdir: Path, *, cpu: bool, resume: Resume | No
     if job.distributed.ddp_timeout_minutes:
         options["ddp_timeout"] = job.distributed.ddp_timeout_minutes
     if training.validation_split:
-        options["validate_every_n_steps"] = job.saving.every_n_steps or max(1, (training.steps or 100) // 10)
+        options["validate_every_n_steps"] = validation_interval(job)
     tokenizers = local_tokenizers(job.base_model, workdir)
     if tokenizers is not None:
         options["tokenizer_cache_dir"] = str(tokenizers)

@@ -43,6 +43,7 @@ from orchestrator.errors import BackendNotReady, LoraforgeError
 from orchestrator.events import Checkpoint, Event, Failure, Log, Phase, Progress
 from orchestrator.job import JobSpec
 from orchestrator.render import render_template, write_rendered
+from orchestrator.steps import held_out_count, validation_interval
 from orchestrator.watch import MetricsFile, SampleFolder, Watched
 
 VERSION = "4.10.1"
@@ -240,17 +241,10 @@ def map_options(
     return config, datasets, notes
 
 
-def validation_interval(job: JobSpec) -> int:
-    """Validation loss at every checkpoint (so `runs show` pairs them), else ten times a run."""
-    return job.saving.every_n_steps or max(1, (job.training.steps or 100) // 10)
-
-
 def held_out(stems: list[str], share: float, seed: int) -> set[str]:
     """The images kept out of training for validation loss: a seeded draw, the same on every render of the job;
     at least one held out and one left to train on."""
     import random
-
-    from orchestrator.steps import held_out_count
 
     count = held_out_count(len(stems), share, "simpletuner")
     return set(random.Random(seed).sample(sorted(stems), count)) if count else set()

@@ -115,6 +115,12 @@ def image_sizes(dataset: Path, suffixes: set[str]) -> list[tuple[int, int]]:
     return sizes
 
 
+def validation_interval(job: JobSpec) -> int:
+    """Steps between validation-loss measurements: at every checkpoint (so `runs show` pairs them), else ten times
+    a run. Both backends use it."""
+    return job.saving.every_n_steps or max(1, (job.training.steps or 100) // 10)
+
+
 def held_out_count(images: int, share: float, backend: str) -> int:
     """How many images the backend keeps out of training for validation loss (each rounds its own way)."""
     if not share or not images:
