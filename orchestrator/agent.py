@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from orchestrator.launch import Child
     from orchestrator.runs import RunDir
 
 
@@ -80,11 +81,11 @@ class Preemption:
 
     def __init__(self) -> None:
         self.requested = False
-        self.child = None
+        self.child: Child | None = None
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGUSR1, self._handle)
 
-    def watch(self, child) -> None:  # type: ignore[no-untyped-def]  # orchestrator.launch.Child
+    def watch(self, child: Child) -> None:
         self.child = child
         if self.requested:  # the warning came while the trainer was starting
             child.stop()
