@@ -54,7 +54,9 @@ def submit_until_checkpoint(st_env, tiny_root: Path, tmp_path: Path, capsys, ste
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         run = run_folder(folder)
-        if run is not None and '"checkpoint"' in (run / "events.jsonl").read_text(errors="replace"):
+        events = run / "events.jsonl" if run is not None else None
+        # the agent names its run folder before the run writes its first event
+        if events is not None and events.exists() and '"checkpoint"' in events.read_text(errors="replace"):
             return job, job_id, folder, run
         time.sleep(1)
     raise AssertionError(f"job {job_id}: no checkpoint within 5 minutes")
