@@ -56,6 +56,17 @@ def default_root() -> Path:
     return Path(__file__).resolve().parent.parent / "third_party" / "sd-scripts"
 
 
+def missing_sd_scripts(root: Path) -> tuple[str, str]:
+    """The message and fix when there is no sd-scripts checkout: the submodule folder of a plain clone is empty."""
+    if root == default_root():
+        return (
+            f"sd-scripts not found: {root} is empty (a git submodule, not fetched by a plain `git clone`)",
+            "git submodule update --init (or clone with `git clone --recursive`), or pass --sd-scripts DIR "
+            "(a kohya-ss/sd-scripts checkout)",
+        )
+    return f"sd-scripts not found at {root} (no train_network.py)", "pass --sd-scripts DIR (a kohya-ss/sd-scripts checkout)"
+
+
 def uses_cuda(env: BackendEnv) -> bool:
     return env.versions.get("cuda", "no") not in ("no", "", None)
 
@@ -177,15 +188,26 @@ def known_options(root: str) -> frozenset[str] | None:
     return frozenset(sd_scripts_options())  # the option list shipped with loraforge (sd-scripts 48d368fa)
 
 
+def sd_scripts_commit(root: Path) -> str | None:
+    """The sd-scripts commit of a checkout. A folder without its own .git (the submodule filled by copying, as CI
+    does) is the commit the repository pins; never the enclosing repository's own HEAD."""
+    if (root / ".git").exists():
+        argv, parse = ["git", "-C", str(root), "rev-parse", "HEAD"], str.strip
+    elif root == default_root():
+        repo = root.parent.parent
+        argv = ["git", "-C", str(repo), "ls-tree", "HEAD", str(root.relative_to(repo))]
+        parse = lambda out: out.split()[2] if out.startswith("160000 commit ") else ""  # noqa: E731
+    else:
+        return None
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse(out) or None
+
+
 def _options_dump(root: Path) -> Path:
-    commit = "unknown"
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        commit = (
-            subprocess.run(
-                ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-            or commit
-        )
+    commit = sd_scripts_commit(root) or "unknown"
     return home() / "cache" / f"sd-scripts-options-{commit[:12]}.json"
 
 
@@ -305,12 +327,7 @@ class KohyaBackend:
         if not env.python.exists():
             return [Problem(f"interpreter {env.python} does not exist", f"{setup} --force")]
         if not (root / "train_network.py").exists():
-            return [
-                Problem(
-                    f"sd-scripts not found at {root}",
-                    "git submodule update --init third_party/sd-scripts, or loraforge setup kohya --sd-scripts DIR",
-                )
-            ]
+            return [Problem(*missing_sd_scripts(root))]
         installed = package_versions(env.python, ["torch", "torchvision", "accelerate", "diffusers", "transformers"])
         missing = [
             name
@@ -331,10 +348,7 @@ class KohyaBackend:
     ) -> BackendEnv:
         root = (root or default_root()).resolve()
         if not (root / "train_network.py").exists():
-            raise BackendNotReady(
-                f"sd-scripts not found at {root}",
-                "git submodule update --init third_party/sd-scripts, or pass --sd-scripts DIR (a kohya-ss/sd-scripts checkout)",
-            )
+            raise BackendNotReady(*missing_sd_scripts(root))
         if venv is not None:
             exe = venv_python(venv)
             if not exe.exists():
@@ -418,14 +432,9 @@ def describe_env(python: Path, root: Path, *, managed: bool) -> BackendEnv:
     found = python_version(python)
     if found:
         versions["python"] = ".".join(map(str, found))
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        if commit:
-            versions["sd-scripts"] = commit
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+    commit = sd_scripts_commit(root)
+    if commit:
+        versions["sd-scripts"] = commit[:12]
     if "torch" in versions:
         probe = subprocess.run(
             [str(python), "-c", "import torch; print(torch.version.cuda if torch.cuda.is_available() else 'no')"],
