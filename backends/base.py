@@ -1,22 +1,40 @@
 """The Backend protocol and the registry of backends by name.
 
-A backend turns a JobSpec into its own config files (``render``), an argv (``command``, a pure function), a
-stateful log parser (``parser``), the files it writes while running that the run watches for samples and metrics
-(``watched``) and, after the child exits, the files it produced (``collect``). It never
-imports the trainer: trainers run as subprocesses in their own Python environments.
+A backend is a package under ``backends/`` (option mapping, environment, log parsing, the class) and one line in
+the registry below. It never imports its trainer: trainers run as subprocesses in their own Python environments.
+What it must provide, in the order a run uses it:
+
+- ``name``, ``label`` (how messages name the trainer), ``families`` (what it trains), ``refused`` (families it
+  does not train, each with the reason) and ``webhooks`` (True when the trainer posts structured events to a
+  loopback receiver that loraforge runs for it).
+- ``setup(request, console)``: create or register the backend's environment; returns it (not yet saved).
+- ``check(env)``: problems with an environment, each with the command that fixes it. Reads, never changes anything.
+- ``render(job, dataset, run, env, resume=, endpoint=)``: write the trainer's own files into ``run.rendered`` (and
+  the per-run copy of the dataset it trains from, beside it), and return them with every note on what the trainer
+  cannot express, the option values for ``--explain``, and the files to watch during the run. Everything it needs
+  arrives as arguments; nothing is kept on the backend object for a later call.
+- ``command(job, rendered, env)``: the argv, the environment variables to add and the working directory. A pure
+  function of its arguments: no I/O, no reading ``os.environ``.
+- ``parser(rendered)``: a fresh :class:`LogParser` for one run (stateful, incremental).
+- ``collect(job, run)``: after the trainer exits, the LoRA it wrote, its checkpoints and the state to resume from.
+
+``tests/unit/test_backend_conformance.py`` runs the same checks over every registered backend.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from orchestrator.dataset.model import Dataset
     from orchestrator.envs import BackendEnv
     from orchestrator.events import Event
     from orchestrator.job import JobSpec
+    from orchestrator.runs import RunDir
     from orchestrator.watch import Watched
 
 
@@ -28,20 +46,25 @@ class Problem:
     fix: str | None = None
 
 
-@dataclass
-class Rendered:
-    """Files written for one run, and every job setting the backend could not express (reported, never dropped)."""
+@dataclass(frozen=True)
+class SetupRequest:
+    """What `loraforge setup BACKEND` was asked for (and what `demo` asks for: all defaults)."""
 
-    files: dict[str, Path]
-    notes: list[str] = field(default_factory=list)
-    values: dict[str, object] = field(default_factory=dict)  # the backend options as rendered, for --explain
+    python: str | None = None  # interpreter to build the venv with; default: found on PATH or in pyenv
+    venv: Path | None = None  # register this existing virtual environment instead of creating one
+    root: Path | None = None  # the trainer's source checkout, where it has one (sd-scripts)
+    force: bool = False  # recreate a venv loraforge created before
 
 
 @dataclass(frozen=True)
-class Launch:
-    argv: list[str]
-    env: dict[str, str]
-    cwd: Path
+class Endpoint:
+    """The loopback receiver loraforge runs during a run for a backend with ``webhooks``: where to post, the job id
+    to post under, and the secret that authenticates the trainer (it reaches the trainer through its environment,
+    never its argv or a world-readable file)."""
+
+    url: str
+    job_id: str
+    secret: str
 
 
 @dataclass(frozen=True)
@@ -50,6 +73,27 @@ class Resume:
 
     state: Path
     step: int
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The files written for one run, and what the later steps need from rendering."""
+
+    files: dict[str, Path]
+    data: Path  # the per-run folder of images and captions the trainer reads
+    notes: list[str] = field(default_factory=list)  # job settings the backend could not express (never dropped)
+    values: dict[str, Any] = field(default_factory=dict)  # the backend's options as rendered, for --explain
+    watched: list[Watched] = field(default_factory=list)  # files written during the run that carry events
+    endpoint: Endpoint | None = None  # the webhook receiver the files point at, if any
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start the trainer. ``env`` holds only the variables to set; the launcher adds them to its own."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
 
 
 @dataclass
@@ -62,32 +106,49 @@ class Artifacts:
 @runtime_checkable
 class LogParser(Protocol):
     def feed(self, data: bytes, stream: str) -> list[Event]:
-        """Bytes as they arrive from one stream ("stdout" or "stderr"), in any chunking; events recognised so far."""
+        """Bytes as they arrive from one stream ("stdout" or "stderr"), in any chunking; events recognised so far.
+        The same bytes give the same events however they are split."""
         ...
 
-    def finish(self, returncode: int) -> list[Event]:
-        """The child exited: flush partial lines; on failure, one Failure event with kind, message, hint, tail."""
+    def payload(self, message: dict[str, Any]) -> list[Event]:
+        """One structured message from the side channel (a webhook body), already type-checked JSON. From the
+        first one on, progress comes from the side channel and the byte parser only watches for failures."""
+        ...
+
+    def finish(self, returncode: int | None) -> list[Event]:
+        """The output ended: flush partial lines; one Failure event if the run failed. ``returncode`` None (a log
+        replayed without its exit status): failed when the log ends in an uncaught traceback."""
         ...
 
 
 @runtime_checkable
 class Backend(Protocol):
     name: str
+    label: str
     families: frozenset[str]
+    refused: Mapping[str, str]
+    webhooks: bool
+
+    def setup(self, request: SetupRequest, console: Any) -> BackendEnv: ...
 
     def check(self, env: BackendEnv) -> list[Problem]: ...
 
-    def render(self, job: JobSpec, workdir: Path, *, resume: Resume | None = None) -> Rendered: ...
+    def render(
+        self,
+        job: JobSpec,
+        dataset: Dataset,
+        run: RunDir,
+        env: BackendEnv,
+        *,
+        resume: Resume | None = None,
+        endpoint: Endpoint | None = None,
+    ) -> Rendered: ...
 
     def command(self, job: JobSpec, rendered: Rendered, env: BackendEnv) -> Launch: ...
 
-    def parser(self) -> LogParser: ...
+    def parser(self, rendered: Rendered | None = None) -> LogParser: ...
 
-    def collect(self, job: JobSpec, workdir: Path) -> Artifacts: ...
-
-    def watched(self, job: JobSpec, workdir: Path) -> list[Watched]:
-        """Files the backend writes during the run that carry events its output does not (samples, metrics)."""
-        ...
+    def collect(self, job: JobSpec, run: RunDir) -> Artifacts: ...
 
 
 # name -> "module:attribute"; modules are imported only when the backend is used, so --help stays fast.

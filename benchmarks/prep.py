@@ -39,7 +39,7 @@ def measure(photos: Path, out: Path, size: int, workers: int) -> tuple[float, in
     code = (
         "import sys, time, resource\n"
         "from pathlib import Path\n"
-        "from orchestrator.dataset import prepare_dataset\n"
+        "from orchestrator.dataset.prep import prepare_dataset\n"
         "t = time.perf_counter()\n"
         f"r = prepare_dataset(Path({str(photos)!r}), Path({str(out)!r}), subject='style', size={size}, crop='none', workers={workers})\n"
         "dt = time.perf_counter() - t\n"

@@ -11,8 +11,9 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from orchestrator.errors import BackendNotReady
 
@@ -29,20 +30,27 @@ def cache_dir() -> Path:
     return home() / "cache"
 
 
-@dataclass
+@dataclass(frozen=True)
 class BackendEnv:
-    """A registered backend environment."""
+    """A registered backend environment, and (filled by :func:`get_env`, never saved) how this run uses it."""
 
     backend: str
     python: Path
     root: Path | None = None  # the sd-scripts checkout for kohya; None where the backend is a package
     versions: dict[str, str] = field(default_factory=dict)
     managed: bool = False  # created by loraforge (may be recreated) or the user's own install (never touched)
+    device: str = ""  # "cuda" or "cpu": what setup probed in the env's torch, or $LORAFORGE_DEVICE
+    offline: bool = False  # HF_HUB_OFFLINE: nothing may be fetched from the hub
+
+    @property
+    def cpu(self) -> bool:
+        return (self.device or device_of(self.versions)) == "cpu"
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
         data["python"] = str(self.python)
         data["root"] = str(self.root) if self.root else None
+        del data["device"], data["offline"]
         return data
 
     @classmethod
@@ -83,7 +91,8 @@ def save_env(env: BackendEnv) -> None:
 
 
 def get_env(backend: str) -> BackendEnv:
-    """The registered environment of ``backend``, or a BackendNotReady error naming the setup command."""
+    """The registered environment of ``backend`` with this run's device and hub access resolved, or a
+    BackendNotReady error naming the setup command."""
     env = load_registry().get(backend)
     if env is None:
         raise BackendNotReady(
@@ -95,7 +104,98 @@ def get_env(backend: str) -> BackendEnv:
             f"the {backend} environment's interpreter {env.python} no longer exists",
             f"run `loraforge setup {backend}` again",
         )
-    return env
+    return resolve_runtime(env)
+
+
+def resolve_runtime(env: BackendEnv, environ: dict[str, str] | None = None) -> BackendEnv:
+    """The environment as this run uses it: the device ($LORAFORGE_DEVICE, or the older
+    $LORAFORGE_SIMPLETUNER_DEVICE, else what setup probed) and whether the hub is off limits ($HF_HUB_OFFLINE)."""
+    environ = dict(os.environ) if environ is None else environ
+    override = (environ.get("LORAFORGE_DEVICE") or environ.get("LORAFORGE_SIMPLETUNER_DEVICE") or "").lower()
+    device = override if override in ("cpu", "cuda") else device_of(env.versions)
+    offline = environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    return replace(env, device=device, offline=offline)
+
+
+def device_of(versions: dict[str, str]) -> str:
+    """ "cuda" where setup found a CUDA torch in the environment, else "cpu"."""
+    return "cpu" if versions.get("cuda", "no") in ("no", "") else "cuda"
+
+
+def probe_cuda(python: Path) -> str:
+    """The CUDA version the environment's torch runs on, or "no" (no torch, no GPU, or a CPU build)."""
+    code = "import torch; print(torch.version.cuda if torch.cuda.is_available() else 'no')"
+    try:
+        probe = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired):
+        return "no"
+    lines = probe.stdout.strip().splitlines()
+    return lines[-1] if probe.returncode == 0 and lines else "no"
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA driver answers (decides a CUDA or CPU install before any torch exists)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return False
+    try:
+        return subprocess.run([exe, "-L"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def create_venv(interpreter: Path, target: Path, *, size_gb: float) -> Path:
+    """A new virtual environment at ``target`` (any old one removed first) after checking the disk has room for
+    ``size_gb``; returns its interpreter."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    free_gb = shutil.disk_usage(target.parent).free / 1e9
+    if free_gb < size_gb + 1:
+        raise BackendNotReady(
+            f"{target.parent} has {free_gb:.1f} GB free; the environment needs about {size_gb:.0f} GB",
+            "free some disk space, or set LORAFORGE_HOME to a folder on a larger disk",
+        )
+    if target.exists():
+        shutil.rmtree(target)
+    result = subprocess.run([str(interpreter), "-m", "venv", str(target)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BackendNotReady(
+            f"creating a virtual environment at {target} with {interpreter} failed: {result.stderr.strip()[-300:]}",
+            "install the venv module for that Python (Debian: apt install python3-venv), or pass --python",
+        )
+    return venv_python(target)
+
+
+_PIP_STEP = re.compile(r"^(Collecting|Downloading|Installing collected packages|Successfully installed|Building)")
+
+
+def run_pip(argv: list[str], *, console: Any, label: str, cwd: Path | None = None) -> None:
+    """Run pip with a progress line (the package being collected or downloaded): long installs show what is
+    happening, not a frozen prompt. Raises with the output's tail on failure."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    tail: list[str] = []
+    collected = 0
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task(f"installing {label}", total=None)
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, cwd=cwd
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            line = line.rstrip()
+            tail = [*tail[-30:], line]
+            if _PIP_STEP.match(line):
+                collected += line.startswith("Collecting")
+                progress.update(task, description=f"installing {label}: {collected} packages · {line[:70]}")
+        returncode = process.wait()
+        progress.update(task, total=1, completed=1)
+    if returncode != 0:
+        raise BackendNotReady(
+            f"pip failed installing {label} (exit {returncode}):\n" + "\n".join(tail[-12:]),
+            "check the network / package index, then run `loraforge setup` again",
+        )
 
 
 def venv_python(venv: Path) -> Path:

@@ -11,10 +11,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+# A run's phases, in the only order they happen. The run's event sink drops a phase that would go back (a trainer
+# that reloads something mid-run, a checkpoint save): each phase appears once, and "done" is last.
+PHASES = ("setup", "loading", "caching", "training", "saving", "done")
+
 
 @dataclass(frozen=True)
 class Phase:
-    """The run entered a phase: setup, loading, caching, training, saving, sampling, done."""
+    """The run entered a phase (one of PHASES)."""
 
     name: str
     kind: ClassVar[str] = "phase"
@@ -87,9 +91,11 @@ class Finished:
 
 FAILURE_KINDS = (
     "model_not_found",
+    "model_mismatch",  # the model is not the family the job says, or not a model the trainer reads
     "out_of_memory",
     "not_installed",
     "bad_argument",
+    "disk_full",
     "interrupted",
     "killed",
     "network",

@@ -64,6 +64,9 @@ class Training(_Model):
     noise_offset: float | None = Field(None, ge=0, le=1)
     min_snr_gamma: float | None = Field(None, gt=0)
     validation_split: float = Field(0.0, ge=0, lt=1, description="share of images held out for validation loss")
+    shuffle_captions: bool = Field(
+        False, description="shuffle a caption's comma-separated tags each step (the trigger stays in front)"
+    )
 
     @field_validator("resolution")
     @classmethod
@@ -114,6 +117,11 @@ class JobSpec(_Model):
     family: Family | None = Field(None, description="inferred from the model files where possible")
     subject: Subject = "face"
     trigger: str | None = Field(None, description="unique token that activates the learned identity")
+    add_trigger: bool = Field(
+        False,
+        description="captions without the trigger get it in front, in the run's copy only (the dataset is not "
+        "changed); otherwise a run over such captions is refused",
+    )
     dataset: Path = Field(..., description="folder of images with .txt captions")
     network: Network = Field(default_factory=Network)
     training: Training = Field(default_factory=Training)

@@ -42,7 +42,7 @@ def run_oneshot(args: argparse.Namespace) -> int:
     key = hashlib.sha1(f"{photos}|{subject}|{resolution}|{args.crop}".encode()).hexdigest()[:10]
     dataset = runs_root / "datasets" / f"{photos.stem}-{key}"
 
-    from orchestrator.dataset import prepare_dataset
+    from orchestrator.dataset.prep import prepare_dataset
 
     con.print(f"preparing {photos} -> {dataset}")
     prepared = prepare_dataset(photos, dataset, subject=subject, size=resolution, crop=args.crop or "auto")

@@ -54,6 +54,11 @@ class RunDir:
     def output(self) -> Path:
         return self.path / "output"
 
+    @property
+    def data(self) -> Path:
+        """The run's own copy of the dataset (links to the images, captions as trained): what the trainer reads."""
+        return self.path / "data"
+
     def load_job(self) -> JobSpec:
         if not self.job_file.exists():
             raise LoraforgeError(
@@ -80,13 +85,16 @@ class RunDir:
 def create_run(job: JobSpec, backend: str, *, root: Path | None = None) -> RunDir:
     """A fresh run folder for ``job``; its name is unique even for runs started in the same second."""
     base = Path(root) if root else job.output.dir
+    base.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = base / f"{job.name}-{stamp}"
     n = 1
-    while path.exists():
-        n += 1
-        path = base / f"{job.name}-{stamp}-{n}"
-    path.mkdir(parents=True)
+    while True:  # mkdir is the claim: two runs started in the same second never share a folder
+        path = base / (f"{job.name}-{stamp}" if n == 1 else f"{job.name}-{stamp}-{n}")
+        try:
+            path.mkdir(mode=0o700)  # rendered files hold paths and ids: the owner's only
+            break
+        except FileExistsError:
+            n += 1
     run = RunDir(path)
     for sub in (run.rendered, run.logs, run.output):
         sub.mkdir()

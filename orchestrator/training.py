@@ -1,36 +1,43 @@
 """One training run, start to finish: preflight, run folder, render, launch, parse, collect.
 
-The data flows one way: JobSpec -> backend.render -> backend.command -> launch -> backend.parser -> events ->
-(events.jsonl, display, run.json) -> backend.collect -> the final LoRA in ``output/``.
+The data flows one way::
+
+    JobSpec + dataset folder --preflight--> Ready (job with family and steps, env, Dataset, StepPlan)
+    Ready --backend.render--> Rendered --backend.command--> Launch --launch--> bytes (and webhook payloads)
+    --backend.parser--> events --EventSink--> events.jsonl, display, run.json
+    child exits --backend.collect--> Artifacts --finalize--> output/<name>.safetensors
 """
 
 from __future__ import annotations
 
-import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from backends import base
-from backends.base import Artifacts, Backend, Resume
-from orchestrator.envs import BackendEnv, get_env
+from backends.base import Artifacts, Backend, Endpoint, LogParser, Resume
+from orchestrator.dataset.model import Dataset, load_dataset
+from orchestrator.envs import BackendEnv, get_env, load_registry, nvidia_gpu_present, resolve_runtime
 from orchestrator.errors import BackendNotReady, LoraforgeError
-from orchestrator.events import Checkpoint, Event, EventLog, Failure, Finished, Log, Phase, Progress
+from orchestrator.events import PHASES, Checkpoint, Event, EventLog, Failure, Finished, Log, Phase, Progress
 from orchestrator.job import JobSpec
 from orchestrator.launch import Child, run_process
 from orchestrator.overfit import OverfitWatch
 from orchestrator.runs import RunDir, create_run
+from orchestrator.steps import StepPlan, apply_step_plan
 from orchestrator.watch import RunWatcher
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 EventHandler = Callable[[Event], None]
 
 
 class EventSink:
-    """Fans events out to events.jsonl, the display and run.json. Thread-safe: webhooks arrive on other threads."""
+    """Fans events out to events.jsonl, the display and run.json, keeping the stream's promises whatever the
+    sources do: phases only move forward (each appears once, ``done`` last) and each step is reported once.
+    Thread-safe: webhooks arrive on another thread."""
 
     def __init__(self, run: RunDir, handlers: list[EventHandler]) -> None:
         self.run = run
@@ -38,12 +45,26 @@ class EventSink:
         self.handlers = handlers
         self.lock = threading.Lock()
         self.last_progress: Progress | None = None
+        self.phase = -1
         self.failure: Failure | None = None
         self.checkpoints: list[Checkpoint] = []
         self.overfit = OverfitWatch()
 
     def emit(self, event: Event) -> None:
         with self.lock:
+            if isinstance(event, Phase):
+                index = PHASES.index(event.name) if event.name in PHASES else self.phase
+                if index <= self.phase:
+                    return
+                self.phase = index
+            elif isinstance(event, Progress):
+                if self.last_progress is not None and event.step <= self.last_progress.step:
+                    return
+                self.last_progress = event
+            elif isinstance(event, Failure):
+                self.failure = event
+            elif isinstance(event, Checkpoint):
+                self.checkpoints.append(event)
             self._write(event)
             warning = self.overfit.see(event)
             if warning is not None:
@@ -51,12 +72,6 @@ class EventSink:
 
     def _write(self, event: Event) -> None:
         self.log.write(event)
-        if isinstance(event, Progress):
-            self.last_progress = event
-        elif isinstance(event, Failure):
-            self.failure = event
-        elif isinstance(event, Checkpoint):
-            self.checkpoints.append(event)
         for handler in self.handlers:
             handler(event)
 
@@ -80,6 +95,20 @@ class RunOutcome:
 # --- preflight ------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Ready:
+    """A job checked and resolved before anything launches: its family and explicit step count filled in, the
+    backend's environment, the dataset exactly as the trainer will see it (captions as trained), the step plan,
+    and notes for the run's log."""
+
+    job: JobSpec
+    backend: Backend
+    env: BackendEnv
+    dataset: Dataset
+    plan: StepPlan
+    notes: tuple[str, ...] = ()
+
+
 def looks_like_path(text: str) -> bool:
     """A local path (which must exist) rather than a hub id like ``org/name``."""
     if text.startswith(("/", "./", "../", "~", "\\")) or Path(text).exists():
@@ -87,21 +116,50 @@ def looks_like_path(text: str) -> bool:
     return Path(text).suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
 
 
-def preflight(job: JobSpec, backend: Backend) -> tuple[JobSpec, BackendEnv]:
-    """Everything that can be checked before launching, with one clear message each. Returns the job with its
-    family filled in, and the backend's environment."""
-    dataset = Path(job.dataset).expanduser()
-    if not dataset.is_dir():
+def preflight(job: JobSpec, backend_name: str, *, need_env: bool = True) -> Ready:
+    """Everything that can be checked before launching, each with one clear message. ``need_env`` False (render):
+    a backend that is not set up is no error; its settings are previewed for this machine's device."""
+    backend = base.get(backend_name)
+    dataset = load_dataset(Path(job.dataset))
+    notes = [f"skipped {name}: {why}" for name, why in dataset.unreadable[:5]]
+    if len(dataset.unreadable) > 5:
+        notes.append(f"... and {len(dataset.unreadable) - 5} more unreadable images skipped")
+    if not dataset.images:
         raise LoraforgeError(
-            f"dataset folder {dataset} does not exist",
-            "pass the folder of prepared images (or a photo folder to `loraforge train PHOTOS ...`)",
+            f"dataset folder {dataset.root} has no images a trainer reads (.png .jpg .jpeg .webp .bmp; hidden "
+            "folders are skipped)",
+            f"put your photos there, or prepare them with `loraforge prep PHOTOS -o {dataset.root}`",
         )
-    images = [p for p in dataset.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not images:
-        raise LoraforgeError(
-            f"dataset folder {dataset} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
-            f"put your photos there, or prepare them with `loraforge prep PHOTOS -o {dataset}`",
-        )
+    dataset, trigger_note = _check_trigger(job, dataset)
+    notes += trigger_note
+    job = _with_family(job, backend)
+    env = _environment(backend, need_env)
+    job, plan = apply_step_plan(job, dataset.sizes(), backend.name)
+    return Ready(job, backend, env, dataset, plan, tuple(notes))
+
+
+def _check_trigger(job: JobSpec, dataset: Dataset) -> tuple[Dataset, list[str]]:
+    """Never train silently without the trigger: every caption holds it, or the run is refused with the fix, or
+    (``add_trigger``) it is put in front in the run's copy of the captions."""
+    if not job.trigger:
+        return dataset, []
+    missing = dataset.without_trigger(job.trigger)
+    if not missing:
+        return dataset, []
+    if job.add_trigger:
+        note = f"trigger {job.trigger!r} added to {len(missing)} of {dataset.count} captions (in this run's copy only)"
+        return dataset.with_trigger(job.trigger), [note]
+    examples = ", ".join(image.name for image in missing[:3]) + (", ..." if len(missing) > 3 else "")
+    quoted = job.trigger.replace('"', '\\"')
+    raise LoraforgeError(
+        f"{len(missing)} of {dataset.count} captions in {dataset.root} lack the trigger {job.trigger!r} ({examples}): "
+        "the LoRA would not learn it",
+        f'loraforge caption {dataset.root} --trigger "{quoted}" --captioner template (adds it to every caption), '
+        "or train with --add-trigger (add_trigger: true) to add it to this run's copy only",
+    )
+
+
+def _with_family(job: JobSpec, backend: Backend) -> JobSpec:
     if looks_like_path(job.base_model) and not Path(job.base_model).expanduser().exists():
         raise LoraforgeError(
             f"base model {job.base_model} does not exist",
@@ -118,17 +176,27 @@ def preflight(job: JobSpec, backend: Backend) -> tuple[JobSpec, BackendEnv]:
             )
         job = job.model_copy(update={"family": family})
     if job.family not in backend.families:
+        why = backend.refused.get(job.family or "", f"{backend.name} trains {', '.join(sorted(backend.families))}")
         others = [n for n in base.names() if n != backend.name and job.family in base.get(n).families]
         raise LoraforgeError(
-            f"the {backend.name} backend cannot train {job.family} models",
-            f"use --backend {others[0]}" if others else f"{backend.name} trains: {', '.join(sorted(backend.families))}",
+            f"the {backend.name} backend cannot train {job.family} models: {why}",
+            f"use --backend {others[0]}" if others else "choose another base model",
         )
-    env = get_env(backend.name)
-    problems = backend.check(env)
-    if problems:
-        first = problems[0]
-        raise BackendNotReady(f"{backend.name}: {first.message}", first.fix)
-    return job, env
+    return job
+
+
+def _environment(backend: Backend, need_env: bool) -> BackendEnv:
+    if need_env:
+        env = get_env(backend.name)
+        problems = backend.check(env)
+        if problems:
+            raise BackendNotReady(f"{backend.name}: {problems[0].message}", problems[0].fix)
+        return env
+    registered = load_registry().get(backend.name)
+    if registered is not None:
+        return resolve_runtime(registered)
+    guess = BackendEnv(backend.name, Path("python"), versions={"cuda": "yes" if nvidia_gpu_present() else "no"})
+    return resolve_runtime(guess)
 
 
 # --- the run --------------------------------------------------------------------------------------------------
@@ -146,74 +214,121 @@ def run_training(
 ) -> RunOutcome:
     """Train ``job`` with ``backend_name``. A new run folder unless ``run`` is given (resume continues in it).
     ``extra_env`` is added to the child's environment (compare pins each arm to its GPU this way)."""
-    backend = base.get(backend_name)
-    job, env = preflight(job, backend)
-    from orchestrator.steps import apply_step_plan, image_sizes
-
-    job, plan = apply_step_plan(job, image_sizes(Path(job.dataset), IMAGE_SUFFIXES), backend_name)
+    ready = preflight(job, backend_name)
     if run is None:
-        run = create_run(job, backend_name)
+        run = create_run(ready.job, backend_name)
     sink = EventSink(run, list(handlers or []))
-    sink.emit(Log("info", plan.text()))
+    sink.emit(Log("info", ready.plan.text()))
+    for note in ready.notes:
+        sink.emit(Log("warning", note))
     start = time.monotonic()
     try:
-        return _run(job, backend, env, run, sink, resume, on_start, start, extra_env)
+        return _run(ready, run, sink, resume, on_start, start, extra_env or {})
     finally:
         sink.close()
 
 
+class _Parsing:
+    """The run's parser between its two inputs: output bytes (the launcher's thread) and webhook payloads (the
+    receiver's thread), parsed one at a time, events to the sink."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+        self.parser: LogParser | None = None
+        self.lock = threading.Lock()
+
+    def output(self, stream: str, data: bytes) -> None:
+        with self.lock:
+            events = self.parser.feed(data, stream) if self.parser else []
+        for event in events:
+            self.sink.emit(event)
+
+    def payload(self, message: dict[str, object]) -> None:
+        with self.lock:
+            events = self.parser.payload(message) if self.parser else []
+        for event in events:
+            self.sink.emit(event)
+
+    def finish(self, returncode: int) -> None:
+        with self.lock:
+            events = self.parser.finish(returncode) if self.parser else []
+        for event in events:
+            self.sink.emit(event)
+
+
+@contextmanager
+def _webhooks(backend: Backend, parsing: _Parsing, emit: EventHandler) -> Iterator[Endpoint | None]:
+    """The loopback receiver for a backend that posts webhooks, for the duration of the run; None when the backend
+    posts none or the receiver cannot start (progress then comes from the trainer's output)."""
+    if not backend.webhooks:
+        yield None
+        return
+    from orchestrator.webhook import WebhookReceiver, webhook_port
+
+    receiver = WebhookReceiver(parsing.payload, port=webhook_port())
+    try:
+        receiver.start()
+    except LoraforgeError as exc:
+        emit(Log("warning", f"{exc.message}; reading progress from {backend.label}'s output instead"))
+        yield None
+        return
+    try:
+        yield Endpoint(url=receiver.url, job_id=receiver.job_id, secret=receiver.secret)
+    finally:
+        receiver.stop()
+
+
 def _run(
-    job: JobSpec,
-    backend: Backend,
-    env: BackendEnv,
+    ready: Ready,
     run: RunDir,
     sink: EventSink,
     resume: Resume | None,
     on_start: Callable[[Child], None] | None,
     start: float,
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str],
 ) -> RunOutcome:
+    job, backend, env = ready.job, ready.backend, ready.env
     sink.emit(Phase("setup"))
-    with _live_channel(backend, sink.emit):
-        rendered = backend.render(job, run.rendered, resume=resume)
+    parsing = _Parsing(sink)
+    with _webhooks(backend, parsing, sink.emit) as endpoint:
+        rendered = backend.render(job, ready.dataset, run, env, resume=resume, endpoint=endpoint)
         for note in rendered.notes:
             sink.emit(Log("warning", note))
         launch = backend.command(job, rendered, env)
-        (run.rendered / "command.txt").write_text(_shell_line(launch.argv, launch.cwd), encoding="utf-8")
+        (run.rendered / "command.txt").write_text(shell_line(launch.argv, launch.env, launch.cwd), encoding="utf-8")
         run.update_state(status="running", backend_python=str(env.python), resumed_from=resume.step if resume else None)
-        parser = backend.parser()
-        watcher = RunWatcher(backend.watched(job, run.path), job.sampling.prompts)
+        parsing.parser = backend.parser(rendered)
+        watcher = RunWatcher(rendered.watched, job.sampling.prompts)
 
         def on_output(stream: str, data: bytes) -> None:
-            for event in parser.feed(data, stream):
-                sink.emit(event)
+            parsing.output(stream, data)
             for event in watcher.poll():
                 sink.emit(event)
 
-        child_env = {**launch.env, **extra_env} if extra_env else launch.env
+        child_env = child_environment(launch.env, extra_env, loopback=endpoint is not None)
         result = run_process(
             launch.argv, env=child_env, cwd=launch.cwd, log_dir=run.logs, on_output=on_output, on_start=on_start
         )
-        for event in [*watcher.poll(force=True), *parser.finish(result.returncode)]:
+        for event in watcher.poll(force=True):
             sink.emit(event)
+        parsing.finish(result.returncode)
 
     lora: Path | None = None
     if result.returncode == 0:
-        artifacts = backend.collect(job, run.path)
-        lora = _finalize(job, backend, env, run, artifacts, sink)
+        artifacts = backend.collect(job, run)
+        lora = _finalize(ready, run, artifacts, sink)
         if lora is None and not result.interrupted:  # a trainer that stops cleanly on Ctrl-C also exits 0
-            sink.emit(Failure("other", f"{backend.name} exited 0 but wrote no LoRA file", None, [], str(run.logs)))
+            sink.emit(Failure("other", f"{backend.label} exited 0 but wrote no LoRA file", None, [], str(run.logs)))
     if lora is None and sink.failure is None and (result.interrupted or result.returncode != 0):
         kind = "interrupted" if result.interrupted else "other"
-        message = (
-            "stopped by the user" if result.interrupted else f"{backend.name} exited with code {result.returncode}"
-        )
+        message = "stopped by the user" if result.interrupted else f"{backend.label} exited with code {result.returncode}"
         sink.emit(
             Failure(kind, message, "see the log; resume with `loraforge resume RUN`", [], str(run.logs / "stderr.log"))
         )
 
     seconds = time.monotonic() - start
     if lora is not None:
+        sink.emit(Phase("done"))
         sink.emit(Finished(str(lora), seconds))
         status = "finished"
     else:
@@ -230,31 +345,33 @@ def _run(
     return RunOutcome(run, result.returncode, lora, sink.failure, seconds)
 
 
-@contextlib.contextmanager
-def _live_channel(backend: Backend, emit: EventHandler) -> Iterator[None]:
-    """Backends with a structured side channel (SimpleTuner's webhooks) open it for the duration of the run."""
-    opener = getattr(backend, "open_channel", None)
-    if opener is None:
-        yield
-        return
-    with opener(emit):
-        yield
+def child_environment(settings: dict[str, str], extra: dict[str, str], *, loopback: bool) -> dict[str, str]:
+    """The trainer's environment: ours, the backend's settings, then the caller's (compare's GPU pinning). With a
+    loopback receiver, 127.0.0.1 bypasses any proxy the user has set (requests honours HTTP(S)_PROXY)."""
+    env = {**os.environ, **settings, **extra}
+    if loopback:
+        for key in ("NO_PROXY", "no_proxy"):
+            hosts = [h for h in env.get(key, "").split(",") if h]
+            env[key] = ",".join(dict.fromkeys([*hosts, "127.0.0.1", "localhost"]))
+    return env
 
 
-def _finalize(
-    job: JobSpec, backend: Backend, env: BackendEnv, run: RunDir, artifacts: Artifacts, sink: EventSink
-) -> Path | None:
+def _finalize(ready: Ready, run: RunDir, artifacts: Artifacts, sink: EventSink) -> Path | None:
     """Put the final LoRA at output/<name>.safetensors (atomically), in the asked format, with loraforge metadata."""
     if artifacts.lora is None or not artifacts.lora.exists():
         return None
     sink.emit(Phase("saving"))
-    target = run.output / f"{job.lora_name}.safetensors"
-    from orchestrator.lora.finalize import finalize_lora
+    target = run.output / f"{ready.job.lora_name}.safetensors"
+    from orchestrator.lora.finalize import finalize_lora, loraforge_metadata
 
-    return finalize_lora(job, backend.name, env, artifacts.lora, target)
+    metadata = loraforge_metadata(ready.job, ready.backend.name, ready.env, ready.dataset, ready.plan)
+    return finalize_lora(ready.job, artifacts.lora, target, metadata)
 
 
-def _shell_line(argv: list[str], cwd: Path) -> str:
+def shell_line(argv: list[str], settings: dict[str, str], cwd: Path) -> str:
+    """The command as one shell line that runs as it is: ``cd CWD && env K=V ... ARGV``."""
     import shlex
 
-    return f"cd {shlex.quote(str(cwd))} && {shlex.join(argv)}\n"
+    assignments = [f"{key}={value}" for key, value in settings.items()]
+    command = ["env", *assignments, *argv] if assignments else argv
+    return f"cd {shlex.quote(str(cwd))} && {shlex.join(command)}\n"

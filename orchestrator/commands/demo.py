@@ -91,7 +91,7 @@ def demo_dataset() -> Path:
     import shutil
 
     from orchestrator.captions import caption_dataset
-    from orchestrator.dataset import prepare_dataset
+    from orchestrator.dataset.prep import prepare_dataset
     from orchestrator.envs import cache_dir
     from orchestrator.tiny.dataset import make_dataset
 

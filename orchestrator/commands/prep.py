@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from orchestrator.dataset import prepare_dataset
+    from orchestrator.dataset.prep import prepare_dataset
     from orchestrator.dataset.report import summary_table
     from orchestrator.display import console
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from orchestrator.dataset import prepare_dataset
+from orchestrator.dataset.prep import prepare_dataset
 
 skimage_data = pytest.importorskip("skimage.data", reason="pip install -e '.[dev]' (scikit-image ships test photos)")
 
