@@ -59,6 +59,11 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+# Exit status: 0 done; 1 the run failed (or a failure of the world: disk full, a read-only folder); 2 bad input
+# (an invalid job, a missing or unreadable file, a backend not set up): nothing was started; 130 interrupted.
+EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -66,24 +71,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
-        return 0
-    from orchestrator.errors import ConfigError, LoraforgeError
-
+        return EXIT_DONE
     try:
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
-    except ConfigError as exc:
+    except Exception as exc:  # the one error boundary: every failure becomes one line and an exit status
         if args.debug:
             raise
-        _error(str(exc))
-        return 2
-    except LoraforgeError as exc:
-        if args.debug:
-            raise
-        _error(str(exc))
-        return 1
+        return _report(exc)
     except KeyboardInterrupt:
         _error("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _report(exc: BaseException) -> int:
+    from orchestrator.errors import LoraforgeError, describe_os_error
+
+    if isinstance(exc, LoraforgeError):
+        _error(str(exc))
+        return EXIT_BAD_INPUT
+    if isinstance(exc, BrokenPipeError):  # `loraforge runs | head`: the reader left; nothing to say
+        return EXIT_DONE
+    if isinstance(exc, OSError):
+        _error(describe_os_error(exc))
+        return EXIT_FAILED
+    import traceback
+
+    traceback.print_exception(exc)
+    _error(
+        f"internal error: {type(exc).__name__}: {str(exc)[:300]}\n"
+        "  this is a bug in loraforge: please report it, with the traceback above and the command you ran"
+    )
+    return EXIT_FAILED
 
 
 def _error(text: str) -> None:

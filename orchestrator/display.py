@@ -155,3 +155,18 @@ class PlainDisplay:
 
     def close(self) -> None:
         pass
+
+
+def train_with_display(job, backend: str, *, json_mode: bool = False, quiet: bool = False, **kwargs) -> int:  # type: ignore[no-untyped-def]
+    """Run ``job`` with the display the flags ask for; the exit status: 0 with a LoRA, 130 when stopped by the
+    user, else 1 (the run failed; its Failure was shown). ``kwargs`` go to run_training (run=, resume=)."""
+    from orchestrator.training import run_training
+
+    display = make_display(json_mode=json_mode, quiet=quiet, title=job.name)
+    try:
+        outcome = run_training(job, backend, handlers=[display.handle], **kwargs)
+    finally:
+        display.close()
+    if outcome.ok:
+        return 0
+    return 130 if outcome.failure is not None and outcome.failure.kind == "interrupted" else 1

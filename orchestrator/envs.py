@@ -309,3 +309,32 @@ def package_versions(python: Path, names: list[str]) -> dict[str, str | None]:
         return json.loads(out.stdout) if out.returncode == 0 else {}
     except (OSError, subprocess.TimeoutExpired, ValueError):
         return {}
+
+
+# --- setting a backend up (the `setup` command and the demo share this) ---------------------------------------
+
+
+def setup_backend(name: str, request: Any, console: Any) -> BackendEnv:
+    """Create or register ``name``'s environment as ``request`` (a backends.base.SetupRequest) says, check it,
+    and save it in the registry; BackendNotReady with the first problem and its fix when it is not usable."""
+    from backends import base
+
+    backend = base.get(name)
+    env = backend.setup(request, console)
+    problems = backend.check(env)
+    if problems:
+        raise BackendNotReady(f"{name}: {problems[0].message}", problems[0].fix)
+    save_env(env)
+    return env
+
+
+def ensure_backend(name: str, console: Any) -> BackendEnv:
+    """The registered environment of ``name`` when it is usable; otherwise set up now with the defaults."""
+    from backends import base
+    from backends.base import SetupRequest
+
+    env = load_registry().get(name)
+    if env is not None and env.python.exists() and not base.get(name).check(env):
+        return env
+    console.print(f"the {name} backend is not set up yet: setting it up now (one time)")
+    return setup_backend(name, SetupRequest(force=env is not None), console)

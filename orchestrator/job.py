@@ -29,7 +29,8 @@ ArgValue = str | int | float | bool | None | list[str | int | float | bool]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no NaN or infinity anywhere: no trainer takes them, and JSON cannot even write them
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Network(_Model):
@@ -182,10 +183,75 @@ def _deep_update(target: dict[str, Any], source: dict[str, Any]) -> None:
             target[key] = value
 
 
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+MAX_ALIASES = 100  # YAML aliases a settings file may use: enough for any real file, far too few for a bomb
+MAX_YAML_BYTES = 1024 * 1024
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML for settings files: a repeated key is an error (not silently the last one), aliases are bounded (a
+    "billion laughs" file is refused, not expanded), and an unquoted ``1e-4`` is a float as people mean it (YAML
+    1.1 wants ``1.0e-4``) while a quoted ``"1e5"`` stays the string it says it is."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name): refused")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (list, dict)):
+                raise yaml.constructor.ConstructorError(None, None, "a key must be plain text", key_node.start_mark)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {str(key)[:60]!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def read_yaml(path: Path, what: str = "settings file") -> Any:
+    """A YAML settings file's content, or a ConfigError naming the file, the place and the problem: missing,
+    not text, not UTF-8, too big, not YAML, repeated keys, too many aliases."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{what} {path} does not exist"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{what} {path} is a folder, not a file"]) from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError([f"{what} {path} is {len(raw) // 1024} KiB; a settings file is a few KiB (at most 1 MiB)"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{what} {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8"]) from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source} is not valid YAML: {_short(str(exc), 400)}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{source} nests too deeply to be a settings file"]) from None
+
+
 def parse_assignment(text: str) -> dict[str, Any]:
     """``training.learning_rate=1e-4`` -> ``{"training": {"learning_rate": 0.0001}}`` (value read as YAML)."""
     if "=" not in text:
-        raise ConfigError([f"--set {text!r}: expected KEY=VALUE, e.g. network.rank=32"])
+        raise ConfigError([f"--set {_short(text)!r}: expected KEY=VALUE, e.g. network.rank=32"])
     key, _, raw = text.partition("=")
     value = parse_scalar(raw)
     node: dict[str, Any] = {}
@@ -197,43 +263,29 @@ def parse_assignment(text: str) -> dict[str, Any]:
     return node
 
 
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
-
-
 def parse_scalar(raw: str) -> Any:
-    """YAML scalar, except that ``1e-4`` (which YAML 1.1 reads as a string) is a float."""
+    """A command-line value read as YAML (``1e-4`` a float, ``"1e5"`` a string); text that is not YAML stays text."""
     raw = raw.strip()
-    if _FLOAT.match(raw):
-        return float(raw)
+    if not raw:
+        return ""
     try:
-        return yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
+        return yaml.load(raw, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+    except (yaml.YAMLError, RecursionError):
         return raw
 
 
-def _fix_yaml_floats(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _fix_yaml_floats(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_fix_yaml_floats(v) for v in node]
-    if isinstance(node, str) and _FLOAT.match(node.strip()):
-        return float(node)
-    return node
+def _short(text: str, limit: int = 80) -> str:
+    """Quoted values are cut: an error message is one readable line, whatever the input."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_yaml_layer(path: Path) -> dict[str, Any]:
     """Read a job file as a layer. Relative paths in it are relative to the file's folder."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([f"job file {path} does not exist"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path} is not valid YAML: {exc}"]) from None
+    data = read_yaml(path, "job file")
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}"])
-    data = _fix_yaml_floats(data)
     base = path.parent
     for key in ("dataset", "base_model"):
         value = data.get(key)
@@ -256,20 +308,22 @@ def build_job(data: dict[str, Any], source: str | None = None) -> JobSpec:
 
 
 def describe_error(err: Any) -> str:
-    path = ".".join(str(p) for p in err["loc"]) or "(job)"
+    path = _short(".".join(str(p) for p in err["loc"]) or "(job)")
     kind = err["type"]
-    given = err.get("input")
+    given = _short(repr(err.get("input")))
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
-        return f"{path}: unknown setting (given {given!r}); check the spelling, see `loraforge render --explain`"
+        return f"{path}: unknown setting (given {given}); check the spelling, see `loraforge render --explain`"
     if kind == "missing":
         return f"{path}: required, not given"
     if kind == "literal_error":
-        return f"{path}: got {given!r}; allowed: {ctx.get('expected')}"
+        return f"{path}: got {given}; allowed: {ctx.get('expected')}"
+    if kind == "finite_number":
+        return f"{path}: got {given}; must be a finite number"
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    return f"{path}: got {given!r}; {msg}"
+    return f"{path}: got {given}; {_short(msg, 200)}"
 
 
 def job_to_dict(job: JobSpec) -> dict[str, Any]:

@@ -19,11 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from orchestrator.errors import LoraforgeError
 from orchestrator.events import Checkpoint, Failure, Finished, Progress, Validation, read_events
-from orchestrator.job import JobSpec, build_job, dump_job
+from orchestrator.job import JobSpec, build_job, dump_job, read_yaml
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ class RunDir:
             raise LoraforgeError(
                 f"{self.path} is not a loraforge run folder (no job.yaml)", "pass a folder under runs/"
             )
-        return build_job(yaml.safe_load(self.job_file.read_text(encoding="utf-8")), str(self.job_file))
+        return build_job(read_yaml(self.job_file, "run job file"), str(self.job_file))
 
     def state(self) -> dict[str, Any]:
         if not self.state_file.exists():

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends import base
-from backends.base import Artifacts, Backend, Endpoint, LogParser, Resume
+from backends.base import Artifacts, Backend, Endpoint, LogParser, Rendered, Resume
 from orchestrator.dataset.model import Dataset, load_dataset
 from orchestrator.envs import BackendEnv, get_env, load_registry, nvidia_gpu_present, resolve_runtime
 from orchestrator.errors import BackendNotReady, LoraforgeError
@@ -375,3 +375,17 @@ def shell_line(argv: list[str], settings: dict[str, str], cwd: Path) -> str:
     assignments = [f"{key}={value}" for key, value in settings.items()]
     command = ["env", *assignments, *argv] if assignments else argv
     return f"cd {shlex.quote(str(cwd))} && {shlex.join(command)}\n"
+
+
+def render_only(job: JobSpec, backend_name: str, out: Path) -> tuple[Rendered, str]:
+    """What `loraforge render` shows: the job checked like a run (dataset, trigger, family), the backend's files
+    written into ``out`` laid out like a run folder, and the command line. Works without the backend set up (its
+    settings are previewed for this machine's device)."""
+    ready = preflight(job, backend_name, need_env=False)
+    run = RunDir(out.resolve())
+    for folder in (run.path, run.rendered, run.logs, run.output):
+        folder.mkdir(parents=True, exist_ok=True)
+    rendered = ready.backend.render(ready.job, ready.dataset, run, ready.env)  # no receiver: nothing listens
+    launch = ready.backend.command(ready.job, rendered, ready.env)
+    rendered.notes[:0] = list(ready.notes)
+    return rendered, shell_line(launch.argv, launch.env, launch.cwd)

@@ -50,3 +50,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("slow") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def backend_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """A fresh loraforge home for an integration test: it knows the backends registered on this machine and shares
+    the machine's tiny-model cache (built once, gigabytes); caches, datasets and runs stay in tmp_path. Returns the
+    registered environments by backend name."""
+    from orchestrator.envs import load_registry, save_env
+
+    monkeypatch.setenv("LORAFORGE_HOME", str(_REAL_HOME))
+    registry = load_registry()
+    real_tiny = _REAL_HOME / "cache" / "tiny"
+    real_tiny.mkdir(parents=True, exist_ok=True)
+    home = tmp_path / "loraforge-home"
+    monkeypatch.setenv("LORAFORGE_HOME", str(home))
+    for env in registry.values():
+        save_env(env)
+    (home / "cache").mkdir(parents=True)
+    (home / "cache" / "tiny").symlink_to(real_tiny)
+    return registry
+
+
+def usable_env(registry: dict, backend: str):  # type: ignore[no-untyped-def]
+    """The registered environment of ``backend``, or skip the test with the command that sets it up."""
+    from backends import base
+
+    setup = {
+        "kohya": "run `git submodule update --init` then `loraforge setup kohya`",
+        "simpletuner": "run `loraforge setup simpletuner`",
+    }.get(backend, f"run `loraforge setup {backend}`")
+    env = registry.get(backend)
+    if env is None:
+        pytest.skip(f"the {backend} backend is not set up on this machine: {setup}")
+    problems = base.get(backend).check(env)
+    if problems:
+        pytest.skip(f"the {backend} environment is not usable ({problems[0].message}): {setup}")
+    return env

@@ -12,7 +12,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from orchestrator.commands.common import add_job_arguments, job_layers
+from orchestrator.jobargs import add_job_arguments, job_layers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

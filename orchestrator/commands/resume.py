@@ -10,9 +10,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="the run folder (runs/NAME-TIMESTAMP)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quiet", "-q", action="store_true")
+    parser.add_argument(
+        "--steps", type=int, default=None, metavar="N", help="train a finished run further, to N steps in all"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from orchestrator.resume import resume_run
 
-    return resume_run(Path(args.run), json_mode=args.json, quiet=args.quiet)
+    return resume_run(Path(args.run), json_mode=args.json, quiet=args.quiet, steps=args.steps)

@@ -23,25 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backends import base
+    from backends.base import SetupRequest
     from orchestrator.display import console
-    from orchestrator.envs import save_env
+    from orchestrator.envs import setup_backend
 
-    con = console()
-    backend = base.get(args.backend)
-    env = backend.setup(  # type: ignore[attr-defined]
+    request = SetupRequest(
         python=args.python,
         venv=Path(args.venv).expanduser().resolve() if args.venv else None,
         root=Path(args.root).expanduser().resolve() if args.root else None,
         force=args.force,
-        console=con,
     )
-    problems = backend.check(env)
-    if problems:
-        for problem in problems:
-            con.print(f"[red]problem:[/] {problem.message}" + (f"\n  fix: {problem.fix}" if problem.fix else ""))
-        return 1
-    save_env(env)
+    con = console()
+    env = setup_backend(args.backend, request, con)
     versions = ", ".join(f"{k} {v}" for k, v in env.versions.items())
     con.print(f"[green]{args.backend} ready[/]: {env.python} ({versions})")
     return 0

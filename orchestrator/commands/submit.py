@@ -11,7 +11,7 @@ import sys
 import uuid
 from typing import TYPE_CHECKING
 
-from orchestrator.commands.common import add_job_arguments, job_layers, resolve_job
+from orchestrator.jobargs import add_job_arguments, job_layers, resolve_job
 
 if TYPE_CHECKING:
     from orchestrator.job import JobSpec
@@ -136,11 +136,10 @@ def check_executor_flags(args: argparse.Namespace) -> None:
 
 def wait(job_id: str) -> int:
     """Follow the job as `logs -f` does (on Ray that is also what carries out --retries), then its end state."""
-    from orchestrator.commands import logs
-    from orchestrator.executors import for_job
+    from orchestrator.executors.follow import SUCCEEDED, follow_events
 
-    logs.run(argparse.Namespace(job_id=job_id, follow=True))
-    return 0 if for_job(job_id).status(job_id).state in ("COMPLETED", "SUCCEEDED") else 1
+    state = follow_events(job_id, follow=True, out=lambda line: print(line, flush=True))
+    return 0 if state in SUCCEEDED else 1
 
 
 def sweep_jobs(args: argparse.Namespace, backend: str) -> list[JobSpec]:

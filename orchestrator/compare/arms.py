@@ -60,12 +60,9 @@ def expand_arms(
 
 def load_sweep(path: str) -> list[tuple[str, list[Any]]]:
     """A sweep file: YAML mapping each dotted JobSpec field to its list of values (``network.rank: [8, 16]``)."""
-    import yaml
+    from orchestrator.job import read_yaml
 
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise LoraforgeError(f"cannot read the sweep file {path}: {exc}", "a YAML mapping: FIELD: [V1, V2]") from exc
+    data = read_yaml(Path(path), "sweep file")
     if not isinstance(data, dict) or not data:
         raise LoraforgeError(f"{path}: a sweep is a mapping of fields to value lists", "e.g. network.rank: [8, 16]")
     axes = []

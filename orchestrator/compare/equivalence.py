@@ -17,13 +17,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
 from orchestrator.compare.rundata import flatten
 from orchestrator.errors import LoraforgeError
 from orchestrator.job import JobSpec, job_to_dict
+
+if TYPE_CHECKING:
+    from orchestrator.training import Ready
 
 # The settings that decide what is learned and how; output paths, names and sampling do not.
 SECTIONS = ("network", "training", "saving")
@@ -59,29 +62,28 @@ class Equivalence:
 def check_equivalence(job: JobSpec, backends: list[str], scratch: Path | None = None) -> Equivalence:
     """Render ``job`` with every backend (and once per perturbed setting) under ``scratch``, then compare.
     ``scratch`` (default: a temporary folder) is removed afterwards."""
-    from backends import base
+    from orchestrator.training import preflight
 
-    job = _with_family(job)
     result = Equivalence(list(backends))
-    probes = [(name, alt) for name in setting_names(job) if (alt := alternative(job, name)) is not None]
     root = Path(tempfile.mkdtemp(prefix="loraforge-compare-")) if scratch is None else scratch
     try:
         for backend_name in backends:
             workdir = root / backend_name
             try:
-                backend = base.get(backend_name)
-                baseline, notes = _render(backend, job, workdir)
-                again, _ = _render(backend, job, workdir)
+                ready = preflight(job, backend_name, need_env=False)
+                baseline, notes = _render(ready, ready.job, workdir)
+                again, _ = _render(ready, ready.job, workdir)
             except (LoraforgeError, ImportError) as exc:
                 result.unavailable[backend_name] = _why(exc)
                 continue
+            probes = [(name, alt) for name in setting_names(ready.job) if (alt := alternative(ready.job, name))]
             # Options that differ between two renders of the same job (ports, ids) say nothing about a setting.
             noise = {k for k in set(baseline) | set(again) if baseline.get(k) != again.get(k)}
             result.notes[backend_name] = notes
             for name, alt in probes:
-                mapping = _mapping(result, name, job)
+                mapping = _mapping(result, name, ready.job)
                 try:
-                    values, _ = _render(backend, alt, workdir)
+                    values, _ = _render(ready, alt, workdir)
                 except LoraforgeError:
                     mapping.refused.append(backend_name)  # only the probe value was refused: says nothing here
                     continue
@@ -93,13 +95,20 @@ def check_equivalence(job: JobSpec, backends: list[str], scratch: Path | None = 
     return result
 
 
-def _render(backend: Any, job: JobSpec, workdir: Path) -> tuple[dict[str, Any], list[str]]:
-    """The backend's options for ``job``: its Rendered.values, plus the content of every other rendered file it
-    can be parsed from (a dataset file holds repeats and resolution), as flat dotted keys."""
+def _render(ready: Ready, job: JobSpec, workdir: Path) -> tuple[dict[str, Any], list[str]]:
+    """The backend's options for ``job`` (the checked job, or it with one setting changed): its Rendered.values,
+    plus the content of every other rendered file it can be parsed from (a dataset file holds repeats and
+    resolution), as flat dotted keys."""
+    from orchestrator.runs import RunDir
+    from orchestrator.steps import apply_step_plan
+
     if workdir.exists():
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
-    rendered = backend.render(job, workdir)
+    run = RunDir(workdir)
+    for folder in (run.rendered, run.logs, run.output):
+        folder.mkdir(parents=True)
+    job, _ = apply_step_plan(job, ready.dataset.sizes(), ready.backend.name)  # a probe may give epochs
+    rendered = ready.backend.render(job, ready.dataset, run, ready.env)
     values = _flat(dict(rendered.values))
     for label, path in sorted(rendered.files.items()):
         content = _parse(path)
@@ -175,17 +184,6 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, LoraforgeError):
         return exc.message + (f" (fix: {exc.hint})" if exc.hint else "")
     return f"{type(exc).__name__}: {exc}"
-
-
-def _with_family(job: JobSpec) -> JobSpec:
-    if job.family is not None:
-        return job
-    from orchestrator.basemodel import infer_family
-
-    family = infer_family(job.base_model)
-    if family is None:
-        raise LoraforgeError(f"cannot tell the model family of {job.base_model}", "set it: family: sd15 | sdxl | flux")
-    return job.model_copy(update={"family": family})
 
 
 # --- perturbing one setting -----------------------------------------------------------------------------------

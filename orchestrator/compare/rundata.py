@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from orchestrator.compare.lorafile import LoraSummary, summarize_lora
+from orchestrator.errors import ConfigError
 from orchestrator.events import Failure, Finished, Progress, read_events
+from orchestrator.job import read_yaml
 from orchestrator.runs import RunDir
 
 METRICS_FILE = "metrics.json"
@@ -133,8 +133,8 @@ def _read_run(run: RunDir, data: ArmData) -> None:
             data.lora_error = str(exc)
     data.samples, data.samples_note = _read_samples(run)
     try:
-        job = yaml.safe_load(run.job_file.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        job = read_yaml(run.job_file, "run job file") or {}
+    except (OSError, ConfigError):
         job = {}
     data.settings = flatten(job) if isinstance(job, dict) else {}
 

@@ -4,7 +4,9 @@
     resize, write --> dedupe (perceptual hash) --> captions carried over --> manifest.json, report.html, advice
 
 Nothing in the source is ever modified. A rerun over an unchanged folder does no image work: results are cached
-by content hash and options.
+by content hash and options in loraforge's cache folder (never inside the dataset, where a trainer would find the
+cached copies and train on every photo twice). The output folder holds the images, their captions, manifest.json
+and report.html, nothing else; a rerun deletes only files that a manifest prep itself wrote recorded.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from orchestrator.errors import LoraforgeError
 
 SWEET_SPOTS = {"face": (15, 30), "object": (50, 200), "style": (50, 200)}
 MANIFEST = "manifest.json"
-CACHE_DIR = ".loraforge-prep"
+MANIFEST_MARK = "loraforge prep"  # in every manifest prep writes: another tool's manifest.json is never obeyed
+
+
+def prep_cache() -> Path:
+    """Prep's cache: results per photo content and options, and the prepared images they point at."""
+    from orchestrator.envs import cache_dir
+
+    return cache_dir() / "prep"
 
 
 @dataclass
@@ -56,16 +65,13 @@ def _file_hash(path: Path) -> str:
 
 
 class _HashCache:
-    """Content hashes keyed by (path, size, mtime): an unchanged file is not read again."""
+    """Content hashes keyed by (path, size, mtime): an unchanged file is not read again. A cache file that does not
+    parse (a write cut short by a full disk) is an empty cache, never an error."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data: dict[str, list[Any]] = {}
-        if path.exists():
-            try:
-                self.data = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError:
-                self.data = {}
+        loaded = _read_json(path)
+        self.data: dict[str, list[Any]] = loaded if isinstance(loaded, dict) else {}
 
     def get(self, file: Path) -> str:
         stat = file.stat()
@@ -78,7 +84,25 @@ class _HashCache:
         return digest
 
     def save(self) -> None:
-        self.path.write_text(json.dumps(self.data), encoding="utf-8")
+        _write_atomic(self.path, json.dumps(self.data))
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing, unreadable or not JSON."""
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one (a full disk fails before the rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def prepare_dataset(
@@ -111,10 +135,16 @@ def prepare_dataset(
         raise LoraforgeError(f"photo folder {source} does not exist", "pass a folder of photos or a .zip")
     if source.resolve() == out or out.is_relative_to(source.resolve()) and source.is_dir():
         raise LoraforgeError(f"the output folder {out} is inside the photo folder", "write the dataset elsewhere (-o)")
+    if source.resolve().is_relative_to(out):
+        raise LoraforgeError(
+            f"the photo folder {source} is inside the output folder {out}", "write the dataset elsewhere (-o)"
+        )
+    _check_foreign_manifest(out)
     out.mkdir(parents=True, exist_ok=True)
-    cache = out / CACHE_DIR
+    cache = prep_cache()
     (cache / "images").mkdir(parents=True, exist_ok=True)
     options = Options(subject, size, crop, remove_background, background_model)
+    options_key = hashlib.md5(options.key().encode()).hexdigest()[:8]
 
     with tempfile.TemporaryDirectory(prefix="loraforge-zip-") as unzip:
         refused: list[tuple[Path, str]] = []
@@ -143,21 +173,18 @@ def prepare_dataset(
                 skipped.append((path, f"unreadable: {exc.strerror or exc}"))
                 continue
             digests[str(path)] = digest
-            cached = cache / f"{digest}-{hashlib.md5(options.key().encode()).hexdigest()[:8]}.json"
-            if cached.exists():
-                entry = json.loads(cached.read_text(encoding="utf-8"))
-                if entry["verdict"] != "accepted" or Path(entry["output"]).exists():
-                    entry["source"] = str(path)
-                    results[str(path)] = entry
-                    continue
-            output = cache / "images" / f"{_safe_stem(path)}-{digest[:8]}.jpg"
+            entry = _cached_result(cache / f"{digest}-{options_key}.json")
+            if entry is not None:
+                entry["source"] = str(path)
+                results[str(path)] = entry
+                continue
+            output = cache / "images" / f"{digest}-{options_key}.jpg"
             jobs.append((str(path), str(output), options_dict(options)))
         hashes.save()
 
         for done, entry in enumerate(_run(jobs, workers), start=1):
             entry["sha"] = digests[entry["source"]]
-            cached = cache / f"{entry['sha']}-{hashlib.md5(options.key().encode()).hexdigest()[:8]}.json"
-            cached.write_text(json.dumps(entry), encoding="utf-8")
+            _write_atomic(cache / f"{entry['sha']}-{options_key}.json", json.dumps(entry))
             results[entry["source"]] = entry
             if on_progress:
                 on_progress(done, len(jobs))
@@ -168,7 +195,8 @@ def prepare_dataset(
         _dedupe(entries)
         for entry in entries:
             if entry["verdict"] == "accepted":
-                entry["output"] = _publish(Path(entry["output"]), out)
+                name = f"{_safe_stem(Path(entry['source']))}-{entry['sha'][:8]}.jpg"
+                entry["output"] = _publish(Path(entry["output"]), out / name)
                 _carry_caption(Path(_original(entry, source, root)), Path(entry["output"]))
         entries += [{"source": display(p), "verdict": "rejected", "reasons": [r], "output": None} for p, r in skipped]
 
@@ -221,9 +249,21 @@ def _dedupe(entries: list[dict[str, Any]]) -> None:
         entry["output"] = None
 
 
-def _publish(prepared: Path, out: Path) -> str:
+def _cached_result(path: Path) -> dict[str, Any] | None:
+    """A cached verdict still valid: it parses, and an accepted photo's prepared image is still there. Anything
+    else (missing, torn by a full disk, the image cleaned away) is a miss: the photo is prepared again."""
+    entry = _read_json(path)
+    if not isinstance(entry, dict) or not isinstance(entry.get("verdict"), str):
+        return None
+    if entry["verdict"] == "accepted":
+        output = entry.get("output")
+        if not isinstance(output, str) or not Path(output).is_file() or Path(output).stat().st_size == 0:
+            return None
+    return entry
+
+
+def _publish(prepared: Path, target: Path) -> str:
     """Hard-link the cached prepared image into the dataset folder (a copy where links are not possible)."""
-    target = out / prepared.name
     if not target.exists():
         try:
             os.link(prepared, target)
@@ -240,21 +280,37 @@ def _carry_caption(original: Path, output: Path) -> None:
             return
 
 
+def _check_foreign_manifest(out: Path) -> None:
+    """Refuse an output folder holding a manifest.json that prep did not write: its entries are not ours to act on."""
+    path = out / MANIFEST
+    if not path.exists():
+        return
+    data = _read_json(path)
+    if not isinstance(data, dict) or data.get("written_by") != MANIFEST_MARK:
+        raise LoraforgeError(
+            f"{path} was not written by loraforge prep: {out} looks like another tool's folder",
+            "choose a new or empty folder for -o (prep never deletes or overwrites files it did not write)",
+        )
+
+
 def _remove_stale(out: Path, entries: list[dict[str, Any]]) -> None:
-    """Outputs of a previous run whose photo is gone or now rejected (only files this tool wrote)."""
+    """Outputs of a previous prep whose photo is gone or now rejected. Only what prep's own manifest recorded, by
+    plain file name inside ``out``, and only while the file is still the size prep wrote: never a user's file."""
     keep = {Path(e["output"]).name for e in entries if e.get("output")}
-    previous = out / MANIFEST
-    if not previous.exists():
+    old = _read_json(out / MANIFEST)
+    if not isinstance(old, dict) or old.get("written_by") != MANIFEST_MARK or not isinstance(old.get("images"), list):
         return
-    try:
-        old = json.loads(previous.read_text(encoding="utf-8"))
-    except ValueError:
-        return
-    for item in old.get("images", []):
-        name = Path(item.get("output") or "").name
-        if name and name not in keep:
-            (out / name).unlink(missing_ok=True)
-            (out / name).with_suffix(".txt").unlink(missing_ok=True)
+    for item in old["images"]:
+        name = item.get("output") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not name or name != Path(name).name or name.startswith(".") or name in keep:
+            continue
+        image = out / name
+        size = item.get("output_bytes")
+        if image.is_file() and not image.is_symlink() and (size is None or image.stat().st_size == size):
+            image.unlink()
+            caption = image.with_suffix(".txt")
+            if caption.is_file() and not caption.is_symlink():
+                caption.unlink()
 
 
 def advice(subject: str, accepted: int) -> list[str]:

@@ -24,6 +24,7 @@ def write_manifest(path: Path, entries: list[dict[str, Any]], options: Options) 
                 "reasons": e.get("reasons", []),
                 "crop_box": e.get("crop_box"),
                 "output": Path(e["output"]).name if e.get("output") else None,
+                "output_bytes": Path(e["output"]).stat().st_size if e.get("output") else None,
                 "output_size": e.get("output_size"),
                 "original_size": e.get("original_size"),
                 "sharpness": e.get("sharpness"),
@@ -31,7 +32,9 @@ def write_manifest(path: Path, entries: list[dict[str, Any]], options: Options) 
                 "phash": e.get("phash"),
             }
         )
-    data = {"options": asdict(options), "images": images}
+    from orchestrator.dataset.prep import MANIFEST_MARK
+
+    data = {"written_by": MANIFEST_MARK, "options": asdict(options), "images": images}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
     tmp.replace(path)

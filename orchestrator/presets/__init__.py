@@ -8,8 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from orchestrator.errors import LoraforgeError
 
 BUILTIN = Path(__file__).resolve().parent / "builtin"
@@ -51,12 +49,9 @@ def load_preset_layer(name_or_path: str) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    from orchestrator.job import _fix_yaml_floats
+    from orchestrator.job import read_yaml
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise LoraforgeError(f"preset {path} is not valid YAML: {exc}") from None
+    data = read_yaml(path, "preset") or {}
     if not isinstance(data, dict):
         raise LoraforgeError(f"preset {path} must be a mapping of settings")
-    return _fix_yaml_floats(data)
+    return data

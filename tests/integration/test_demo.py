@@ -1,5 +1,5 @@
-"""`loraforge demo` end to end on each backend with its real environment (model, data and runs built in tmp; the
-tiny models come from the machine's cache, where every integration test shares them)."""
+"""`loraforge demo` end to end on each backend with its real environment (data and runs in tmp; the tiny models
+come from the machine's cache, where every integration test shares them)."""
 
 from __future__ import annotations
 
@@ -9,32 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import usable_env
 
 pytestmark = pytest.mark.integration
 
-SETUP = {
-    "simpletuner": "run `loraforge setup simpletuner`",
-    "kohya": "run `git submodule update --init` then `loraforge setup kohya`",
-}
-
 
 @pytest.mark.parametrize("backend", ["simpletuner", "kohya"])
-def test_demo_runs_end_to_end(
-    backend: str, real_registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from backends import base
-    from orchestrator.envs import load_registry, save_env
-
-    env = load_registry().get(backend)
-    if env is None or base.get(backend).check(env):
-        pytest.skip(f"{backend} is not set up on this machine: {SETUP[backend]}")
-    real_tiny = real_registry / "cache" / "tiny"
-    real_tiny.mkdir(parents=True, exist_ok=True)
-    # Only the registry entry and the tiny-model cache are taken from the machine; data and runs stay in tmp_path.
-    monkeypatch.setenv("LORAFORGE_HOME", str(tmp_path / "home"))
-    save_env(env)
-    (tmp_path / "home" / "cache").mkdir(parents=True)
-    (tmp_path / "home" / "cache" / "tiny").symlink_to(real_tiny)
+def test_demo_runs_end_to_end(backend: str, backend_home: dict, tmp_path: Path) -> None:
+    usable_env(backend_home, backend)
     result = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "demo", "--backend", backend, "--output-dir", str(tmp_path / "runs")],
         capture_output=True,
@@ -52,5 +34,6 @@ def test_demo_runs_end_to_end(
         assert sample.getextrema() != ((0, 0), (0, 0), (0, 0))  # not a blank image
     change = re.search(r"mean pixel change from the LoRA: ([\d.]+)", output)
     assert change and float(change.group(1)) > 0  # the LoRA really applied
-    captions = sorted((tmp_path / "home" / "cache" / "demo" / "dataset").glob("*.txt"))
-    assert captions and all(c.read_text().startswith("photo of ohwx") for c in captions)
+    captions = sorted((run / "data").glob("*.txt"))  # what the trainer read
+    assert captions and len(captions) == len(list((run / "data").glob("*.jpg")))
+    assert all(c.read_text().startswith("photo of ohwx") for c in captions)

@@ -145,6 +145,6 @@ def test_cli_caption_template(dataset: Path, capsys: pytest.CaptureFixture[str])
     assert "4 captioned" in capsys.readouterr().err
     assert set(_captions(dataset).values()) == {"photo of ohwx person\n"}
     assert (
-        main(["caption", str(dataset), "--captioner", "template", "--overwrite"]) == 1
+        main(["caption", str(dataset), "--captioner", "template", "--overwrite"]) == 2
     )  # no trigger: a message, not a traceback
     assert "needs a trigger" in capsys.readouterr().err

@@ -105,7 +105,7 @@ def test_hub_id_not_available_offline_is_one_clear_error(photos: Path) -> None:
 
 
 def test_default_models_are_real_hub_ids(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["caption", str(photos), "--captioner", "wd14", "--trigger", "x"]) == 1
+    assert main(["caption", str(photos), "--captioner", "wd14", "--trigger", "x"]) == 2
     err = capsys.readouterr().err
     assert "SmilingWolf/wd-v1-4-moat-tagger-v2" in err and "fix:" in err and "Traceback" not in err
 

@@ -98,7 +98,7 @@ def test_editor_failure_changes_nothing(dataset: Path, tmp_path: Path, monkeypat
     monkeypatch.setenv("EDITOR", _editor(tmp_path, body))
     monkeypatch.delenv("VISUAL", raising=False)
     before = _stamps(dataset)
-    assert main(["captions", str(dataset), "--edit"]) == 1
+    assert main(["captions", str(dataset), "--edit"]) == 2
     assert _stamps(dataset) == before
 
 

@@ -48,7 +48,7 @@ def test_arms_whose_backend_is_not_set_up_are_skipped_with_the_reason(tmp_path: 
 
 def test_nothing_to_compare_is_a_clear_error(tmp_path: Path) -> None:
     result = _compare(str(_job_file(tmp_path)), "--backends", "kohya")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "nothing to compare" in result.stderr and "--vary" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -91,4 +91,4 @@ def test_report_on_existing_run_folders(tmp_path: Path) -> None:
     assert [arm["final_loss"] for arm in data["arms"]] == [0.4, 0.3]
     assert (out / "report.html").exists()
     bad = _compare("--from-runs", str(tmp_path))
-    assert bad.returncode == 1 and "is not a loraforge run folder" in bad.stderr
+    assert bad.returncode == 2 and "is not a loraforge run folder" in bad.stderr

@@ -138,12 +138,19 @@ def test_a_writer_killed_mid_write_leaves_no_file_under_the_final_name(tmp_path:
 def test_finalize_keeps_backend_metadata_adds_ours_and_converts(tmp_path: Path) -> None:
     from orchestrator.envs import BackendEnv
 
+    from PIL import Image
+
+    from orchestrator.dataset.model import load_dataset
+    from orchestrator.lora.finalize import loraforge_metadata
+    from orchestrator.steps import apply_step_plan
+
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "a.png").write_bytes(b"png")
+    Image.new("RGB", (64, 64)).save(tmp_path / "data" / "a.png")
+    (tmp_path / "data" / "a.txt").write_text("ohwx person")
     job = build_job(
         {
             "name": "me",
-            "base_model": "m",
+            "base_model": str(tmp_path / "models" / "my-private-folder" / "sdxl.safetensors"),
             "family": "sdxl",
             "dataset": str(tmp_path / "data"),
             "trigger": "ohwx person",
@@ -152,10 +159,15 @@ def test_finalize_keeps_backend_metadata_adds_ours_and_converts(tmp_path: Path) 
         }
     )
     env = BackendEnv("kohya", Path("/py"), versions={"sd-scripts": "48d368fa5577"})
-    out = finalize_lora(job, "kohya", env, kohya_sdxl(tmp_path / "raw.safetensors"), tmp_path / "me.safetensors")
+    dataset = load_dataset(tmp_path / "data")
+    job, plan = apply_step_plan(job, dataset.sizes(), "kohya")
+    metadata = loraforge_metadata(job, "kohya", env, dataset, plan)
+    out = finalize_lora(job, kohya_sdxl(tmp_path / "raw.safetensors"), tmp_path / "me.safetensors", metadata)
     info = describe(out)
     assert info["layout"] == "diffusers" and info["trigger"] == "ohwx person"
     meta = info["metadata"]
     assert meta["ss_network_dim"] == "8"  # the backend's own
     assert meta["loraforge_backend"] == "kohya" and meta["loraforge_backend_version"] == "48d368fa5577"
     assert meta["loraforge_steps"] == "7" and meta["loraforge_dataset_images"] == "1"
+    assert meta["loraforge_base_model"] == "sdxl.safetensors"  # a file name: no folder of this machine
+    assert str(tmp_path) not in out.read_bytes().decode("latin-1")

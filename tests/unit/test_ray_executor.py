@@ -97,7 +97,7 @@ def test_flags_of_the_other_executor_are_refused_before_anything_is_written(
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     (tmp_path / "job.yaml").write_text("name: x\n")
-    assert main(["submit", str(tmp_path / "job.yaml"), *flags]) == 1
+    assert main(["submit", str(tmp_path / "job.yaml"), *flags]) == 2
     assert message in capsys.readouterr().err
     assert not jobs_dir().exists()
 

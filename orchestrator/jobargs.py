@@ -1,4 +1,4 @@
-"""Flags shared by the commands that build a JobSpec (train, render, compare, submit)."""
+"""The flags shared by the commands that build a JobSpec (train, render, compare, submit), and the job they make."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ def add_job_arguments(parser: argparse.ArgumentParser, *, job_required: bool = F
     parser.add_argument("--family", choices=["sd15", "sdxl", "flux"])
     parser.add_argument("--subject", choices=["face", "object", "style"])
     parser.add_argument("--trigger", help='trigger token, e.g. "ohwx person"')
+    parser.add_argument(
+        "--add-trigger",
+        action="store_true",
+        default=None,
+        help="captions without the trigger get it in front, in the run's copy only (else such a run is refused)",
+    )
     parser.add_argument("--dataset", help="folder of images with .txt captions")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--rank", type=int)
@@ -58,6 +64,7 @@ def flag_layer(args: argparse.Namespace) -> dict[str, Any]:
     put("family", args.family)
     put("subject", args.subject)
     put("trigger", args.trigger)
+    put("add_trigger", args.add_trigger)
     put("dataset", str(Path(args.dataset).resolve()) if args.dataset else None)
     put("training.steps", args.steps)
     put("network.rank", args.rank)
