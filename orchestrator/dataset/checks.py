@@ -8,7 +8,6 @@ import numpy as np
 from PIL import Image
 
 BLUR_THRESHOLD = 60.0  # variance of the Laplacian on a 512-px grey copy; sharp photos score in the hundreds
-DUPLICATE_DISTANCE = 8  # Hamming distance of 64-bit pHashes; re-encodes and resizes stay below it
 MAX_ASPECT = 2.5
 
 
@@ -44,9 +43,6 @@ def phash(image: Image.Image | np.ndarray) -> int:
     bits = low > np.median(low[1:])
     return int("".join("1" if b else "0" for b in bits), 2)
 
-
-def hamming(a: int, b: int) -> int:
-    return (a ^ b).bit_count()
 
 
 @cache

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.dataset.inputs import CAPTION_SUFFIXES, extract_zip, list_candidates
-from orchestrator.dataset.worker import Options, options_dict, process_star
+from orchestrator.dataset.options import DUPLICATE_DISTANCE, Options, hamming, options_dict
 from orchestrator.errors import LoraforgeError
 
 SWEET_SPOTS = {"face": (15, 30), "object": (50, 200), "style": (50, 200)}
@@ -221,6 +221,8 @@ def _original(entry: dict[str, Any], source: Path, root: Path) -> str:
 def _run(jobs: list[tuple[str, str, dict[str, Any]]], workers: int | None):  # type: ignore[no-untyped-def]
     if not jobs:
         return
+    from orchestrator.dataset.worker import process_star  # the image libraries: only when there is image work
+
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     if workers <= 1 or len(jobs) < 4:
         for job in jobs:
@@ -232,8 +234,6 @@ def _run(jobs: list[tuple[str, str, dict[str, Any]]], workers: int | None):  # t
 
 def _dedupe(entries: list[dict[str, Any]]) -> None:
     """Near-duplicates (perceptual hash within DUPLICATE_DISTANCE): keep the sharpest, reject the others."""
-    from orchestrator.dataset.checks import DUPLICATE_DISTANCE, hamming
-
     accepted = sorted(
         (e for e in entries if e["verdict"] == "accepted"), key=lambda e: (-e.get("sharpness", 0), e["source"])
     )

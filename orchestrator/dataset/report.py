@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from orchestrator.dataset.worker import Options
+from orchestrator.dataset.options import Options
 
 VERDICT_ORDER = ("rejected", "duplicate", "accepted")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +11,7 @@ from PIL import Image
 
 from orchestrator.dataset import checks, crop
 from orchestrator.dataset.decode import DecodeError, load_rgb
-
-
-@dataclass(frozen=True)
-class Options:
-    subject: str
-    size: int
-    crop: str  # face | center | none
-    remove_background: bool
-    background_model: str | None = None
-
-    def key(self) -> str:
-        return f"{self.subject}-{self.size}-{self.crop}-{int(self.remove_background)}-{self.background_model or ''}-v2"
+from orchestrator.dataset.options import Options
 
 
 def process(source: str, output: str, options: Options) -> dict[str, Any]:
@@ -102,7 +90,3 @@ def thumbnail(image: Image.Image) -> str:
 def process_star(args: tuple[str, str, dict[str, Any]]) -> dict[str, Any]:
     source, output, options = args
     return process(source, output, Options(**options))
-
-
-def options_dict(options: Options) -> dict[str, Any]:
-    return asdict(options)
