@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.errors import ConfigError
 
-Family = Literal["sd15", "sdxl", "flux"]
+Family = Literal["sd15", "sdxl", "flux", "sd3", "chroma", "lumina2", "qwen_image", "flux2"]
 Subject = Literal["face", "object", "style"]
 Precision = Literal["fp32", "fp16", "bf16"]
 Optimizer = Literal["adamw", "adamw8bit", "adafactor", "prodigy", "lion", "sgd", "dadaptadam"]

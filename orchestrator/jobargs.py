@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from orchestrator.job import JobSpec, build_job, load_yaml_layer, merge_layers, parse_assignment
+from orchestrator.job import Family, JobSpec, build_job, load_yaml_layer, merge_layers, parse_assignment
 
 
 def add_job_arguments(parser: argparse.ArgumentParser, *, job_required: bool = False) -> None:
@@ -17,7 +17,7 @@ def add_job_arguments(parser: argparse.ArgumentParser, *, job_required: bool = F
     parser.add_argument("--preset", help="built-in preset name or a preset / Kohya GUI JSON / sd-scripts TOML file")
     parser.add_argument("--name", help="job name")
     parser.add_argument("--base-model", help="local file or folder, or a hub id")
-    parser.add_argument("--family", choices=["sd15", "sdxl", "flux"])
+    parser.add_argument("--family", choices=get_args(Family), help="model family (default: read from the model)")
     parser.add_argument("--subject", choices=["face", "object", "style"])
     parser.add_argument("--trigger", help='trigger token, e.g. "ohwx person"')
     parser.add_argument(

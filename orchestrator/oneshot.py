@@ -12,10 +12,10 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from orchestrator.errors import LoraforgeError
-from orchestrator.job import JobSpec, build_job, merge_layers
+from orchestrator.job import Family, JobSpec, build_job, merge_layers
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def prepare_oneshot(spec: OneShot, console: Any) -> JobSpec:
         raise LoraforgeError(f"a {spec.subject} LoRA needs a trigger token", 'e.g. --trigger "ohwx person"')
     family = spec.family or infer_family(spec.base_model)
     if family is None:
-        raise LoraforgeError(f"cannot tell the model family of {spec.base_model}", "pass --family sd15|sdxl|flux")
+        raise LoraforgeError(f"cannot tell the model family of {spec.base_model}", f"pass --family ({', '.join(get_args(Family))})")
     preset_layer = load_preset_layer(spec.preset or preset_for(spec.subject, family))
     resolution = spec.flags.get("training", {}).get("resolution") or preset_layer.get("training", {}).get(
         "resolution", 1024

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from backends import base
 from backends.base import Artifacts, Backend, Endpoint, LogParser, Rendered, Resume
@@ -24,7 +25,7 @@ from orchestrator.dataset.model import Dataset, load_dataset
 from orchestrator.envs import BackendEnv, get_env, load_registry, nvidia_gpu_present, resolve_runtime
 from orchestrator.errors import BackendNotReady, LoraforgeError
 from orchestrator.events import PHASES, Checkpoint, Event, EventLog, Failure, Finished, Log, Phase, Progress
-from orchestrator.job import JobSpec
+from orchestrator.job import Family, JobSpec
 from orchestrator.launch import Child, run_process
 from orchestrator.overfit import OverfitWatch
 from orchestrator.runs import RunDir, create_run
@@ -172,7 +173,7 @@ def _with_family(job: JobSpec, backend: Backend) -> JobSpec:
         if family is None:
             raise LoraforgeError(
                 f"cannot tell the model family of {job.base_model}",
-                "set it: family: sd15 | sdxl | flux (or --family)",
+                f"set it: family: {' | '.join(get_args(Family))} (or --family)",
             )
         job = job.model_copy(update={"family": family})
     if job.family not in backend.families:
