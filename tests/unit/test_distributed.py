@@ -13,31 +13,39 @@ import yaml
 
 from backends.kohya import KohyaBackend, KohyaLogParser
 from backends.simpletuner import SimpleTunerLogParser
+from orchestrator.dataset.model import load_dataset
 from orchestrator.distributed import RankWatch, split_rank
+from orchestrator.envs import BackendEnv
 from orchestrator.errors import LoraforgeError
 from orchestrator.events import Event, Failure, Progress
 from orchestrator.job import build_job
+from orchestrator.runs import create_run
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ddp"
 
 
 def kohya_job(tmp_path: Path, **distributed: int):  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    (tmp_path / "data").mkdir(exist_ok=True)
+    Image.new("RGB", (64, 64)).save(tmp_path / "data" / "a.png")
     return build_job(
         {
             "name": "me",
             "base_model": "stabilityai/stable-diffusion-xl-base-1.0",
             "family": "sdxl",
-            "dataset": str(tmp_path),
+            "dataset": str(tmp_path / "data"),
             "training": {"steps": 10, "precision": "bf16", "seed": 7},
             "distributed": distributed,
+            "output": {"dir": str(tmp_path / "runs")},
         }
     )
 
 
 def rendered_accelerate(tmp_path: Path, *, cpu: bool, **distributed: int) -> dict:
-    backend = KohyaBackend()
-    backend.cpu = cpu
-    rendered = backend.render(kohya_job(tmp_path, **distributed), tmp_path / "rendered")
+    job = kohya_job(tmp_path, **distributed)
+    env = BackendEnv("kohya", Path("/envs/kohya/bin/python"), device="cpu" if cpu else "cuda")
+    rendered = KohyaBackend().render(job, load_dataset(job.dataset), create_run(job, "kohya"), env)
     return yaml.safe_load(rendered.files["accelerate"].read_text())
 
 
@@ -143,7 +151,7 @@ def test_kohya_counts_rank0_progress_and_names_the_failing_rank() -> None:
     parser = KohyaLogParser()
     events = feed(parser, [*KOHYA_BARS, ("stderr", RANK1_FAILS)])
     events += parser.finish(1)
-    assert [(e.step, e.loss) for e in events if isinstance(e, Progress)] == [(1, None), (1, 0.5), (2, None), (2, 0.6)]
+    assert [(e.step, e.loss) for e in events if isinstance(e, Progress)] == [(1, 0.5), (2, 0.6)]  # one per step
     (failure,) = [e for e in events if isinstance(e, Failure)]
     assert failure.message == "sd-scripts failed on rank 1: ValueError: boom on rank 1"
     assert any(line.startswith("[rank1]: ") for line in failure.log_tail)  # the user sees whose lines they are
@@ -203,7 +211,7 @@ def test_one_process_runs_are_untouched() -> None:
         1
     )
     (failure,) = [e for e in events if isinstance(e, Failure)]
-    assert failure.message == "ValueError: bad value"
+    assert failure.message == "sd-scripts failed: ValueError: bad value"
 
 
 # --- real runs' raw output ---------------------------------------------------------------------------------------

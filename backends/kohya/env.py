@@ -1,0 +1,177 @@
+"""sd-scripts' environment: its checkout, its virtual environment, and the option names that checkout has.
+
+sd-scripts is not a package: it runs from a checkout (by default the submodule third_party/sd-scripts) with the
+checkout as working directory, in a venv holding torch and its requirements.txt.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from backends.base import Problem, SetupRequest
+from backends.kohya.options import sd_scripts_options
+from orchestrator.envs import (
+    BackendEnv,
+    create_venv,
+    find_python,
+    home,
+    package_versions,
+    probe_cuda,
+    python_version,
+    run_pip,
+    venv_python,
+)
+from orchestrator.errors import BackendNotReady
+
+TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
+PACKAGES = ["torch", "torchvision", "accelerate", "diffusers", "transformers"]
+SETUP = "loraforge setup kohya"
+
+
+def default_root() -> Path:
+    """The sd-scripts checkout beside the packages: <repo>/third_party/sd-scripts."""
+    return Path(__file__).resolve().parents[2] / "third_party" / "sd-scripts"
+
+
+def missing_sd_scripts(root: Path) -> tuple[str, str]:
+    """The message and fix when there is no sd-scripts checkout: the submodule folder of a plain clone is empty."""
+    if root == default_root():
+        return (
+            f"sd-scripts not found: {root} is empty (a git submodule, not fetched by a plain `git clone`)",
+            "git submodule update --init (or clone with `git clone --recursive`), or pass --sd-scripts DIR "
+            "(a kohya-ss/sd-scripts checkout)",
+        )
+    return (
+        f"sd-scripts not found at {root} (no train_network.py)",
+        "pass --sd-scripts DIR (a kohya-ss/sd-scripts checkout)",
+    )
+
+
+def sd_scripts_commit(root: Path) -> str | None:
+    """The sd-scripts commit of a checkout. A folder without its own .git (the submodule filled by copying, as CI
+    does) is the commit the repository pins; never the enclosing repository's own HEAD."""
+    if (root / ".git").exists():
+        argv, parse = ["git", "-C", str(root), "rev-parse", "HEAD"], str.strip
+    elif root == default_root():
+        repo = root.parent.parent
+        argv = ["git", "-C", str(repo), "ls-tree", "HEAD", str(root.relative_to(repo))]
+        parse = lambda out: out.split()[2] if out.startswith("160000 commit ") else ""  # noqa: E731
+    else:
+        return None
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse(out) or None
+
+
+def check(env: BackendEnv) -> list[Problem]:
+    """What stops this environment from training, each with its fix. Reads only."""
+    root = env.root or default_root()
+    if not env.python.exists():
+        return [Problem(f"interpreter {env.python} does not exist", f"{SETUP} --force")]
+    if not (root / "train_network.py").exists():
+        return [Problem(*missing_sd_scripts(root))]
+    installed = package_versions(env.python, PACKAGES)
+    missing = [name for name in PACKAGES if not installed.get(name)]
+    if missing:
+        return [
+            Problem(
+                f"missing in the kohya environment: {', '.join(missing)}",
+                f"cd {root} && {env.python} -m pip install {' '.join(TORCH_PINS)} -r requirements.txt",
+            )
+        ]
+    return []
+
+
+def setup(request: SetupRequest, console: Any) -> BackendEnv:
+    """Register an existing venv (``request.venv``) or create loraforge's own under $LORAFORGE_HOME/envs/kohya,
+    then record the checkout's option names. An existing healthy env is kept unless ``force``."""
+    root = (request.root or default_root()).resolve()
+    if not (root / "train_network.py").exists():
+        raise BackendNotReady(*missing_sd_scripts(root))
+    if request.venv is not None:
+        exe = venv_python(request.venv)
+        if not exe.exists():
+            raise BackendNotReady(f"--venv {request.venv}: no interpreter at {exe}", "pass the folder of a virtual env")
+        env = describe_env(exe, root, managed=False)
+        dump_options(env)
+        return env
+    target = home() / "envs" / "kohya"
+    exe = venv_python(target)
+    if exe.exists() and not request.force:
+        env = describe_env(exe, root, managed=True)
+        if not check(env):
+            console.print(f"kohya environment already at {target} (use --force to recreate)")
+            dump_options(env)
+            return env
+    interpreter, version = find_python((3, 10), (3, 13), request.python)
+    console.print(
+        f"creating {target} with Python {'.'.join(map(str, version))} ({interpreter}): torch, "
+        "torchvision and sd-scripts' requirements, about 6 GB of disk, a few minutes"
+    )
+    exe = create_venv(interpreter, target, size_gb=6)
+    run_pip([str(exe), "-m", "pip", "install", *TORCH_PINS], console=console, label="torch")
+    requirements = [str(exe), "-m", "pip", "install", "-r", str(root / "requirements.txt")]
+    run_pip(requirements, console=console, label="sd-scripts requirements", cwd=root)
+    env = describe_env(exe, root, managed=True)
+    dump_options(env)
+    return env
+
+
+def describe_env(python: Path, root: Path, *, managed: bool) -> BackendEnv:
+    """The environment as the registry records it: package versions, Python, sd-scripts' commit, CUDA."""
+    versions = {
+        k: v for k, v in package_versions(python, ["torch", "accelerate", "diffusers", "transformers"]).items() if v
+    }
+    found = python_version(python)
+    if found:
+        versions["python"] = ".".join(map(str, found))
+    commit = sd_scripts_commit(root)
+    if commit:
+        versions["sd-scripts"] = commit[:12]
+    if "torch" in versions:
+        versions["cuda"] = probe_cuda(python)
+    return BackendEnv(backend="kohya", python=python, root=root, versions=versions, managed=managed)
+
+
+# --- sd-scripts' own option names -----------------------------------------------------------------------------------
+
+
+def options_dump(root: Path) -> Path:
+    commit = sd_scripts_commit(root) or "unknown"
+    return home() / "cache" / f"sd-scripts-options-{commit[:12]}.json"
+
+
+def dump_options(env: BackendEnv) -> None:
+    """Record sd-scripts' own argparse option names for this checkout (to reject unknown backend_args early)."""
+    root = env.root or default_root()
+    target = options_dump(root)
+    if target.exists():
+        return
+    code = (
+        "import json, sys\n"
+        "sys.argv = ['train_network.py']\n"
+        "import train_network\n"
+        "parser = train_network.setup_parser()\n"
+        "print(json.dumps(sorted(a.dest for a in parser._actions)))"
+    )
+    out = subprocess.run([str(env.python), "-c", code], capture_output=True, text=True, cwd=root, timeout=600)
+    if out.returncode == 0 and out.stdout.strip():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(out.stdout.strip().splitlines()[-1], encoding="utf-8")
+        known_options.cache_clear()
+
+
+@cache
+def known_options(root: Path) -> frozenset[str]:
+    """sd-scripts' option names: dumped once per checkout commit by `loraforge setup kohya`, else the list shipped
+    with loraforge (sd-scripts 48d368fa)."""
+    dump = options_dump(root)
+    if dump.exists():
+        return frozenset(json.loads(dump.read_text(encoding="utf-8")))
+    return frozenset(sd_scripts_options())

@@ -1,0 +1,235 @@
+"""sd-scripts' output as loraforge events: incremental, from either stream, in any chunking.
+
+What sd-scripts writes (``accelerate launch`` of train_network.py and its siblings):
+- stdout: print() lines: the summary block ("total optimization steps / ...: N"), "epoch k/K", "saving checkpoint:
+  PATH", "skipping N steps" on resume;
+- stderr: rich logging (wrapped at 80 columns) and the tqdm bar "steps: 25%|..| 1/4 [.., 6.44s/it, avr_loss=1.09]",
+  separated by \\r, each step drawn twice (timing first, with the previous step's avr_loss, then its own);
+  validation passes draw their own "validation steps:" bar;
+- failures: a Python traceback, then accelerate's CalledProcessError traceback; exit status 1. Several processes
+  prefix each line of a rank's traceback with "[rankN]: " (see orchestrator.distributed).
+
+One Progress per step with that step's own loss (orchestrator.stepdraws), phases only forward, and a Failure that
+names the exception (orchestrator.failures), even after hundreds of lines of a state-dict size-mismatch report.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+from orchestrator.distributed import RankWatch, split_rank, with_rank
+from orchestrator.events import PHASES, Checkpoint, Event, Failure, Log, Phase, Progress, Validation
+from orchestrator.failures import TracebackWatch, describe
+from orchestrator.stepdraws import StepDraws
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+SEGMENT = re.compile(r"[\r\n]")
+BAR = re.compile(
+    r"steps:\s+\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*\[(?P<elapsed>[\d:]+)<(?P<eta>[\d:?]+),\s*"
+    r"(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)(?:,\s*avr_loss=(?P<loss>[\d.eE+-]+|nan))?"
+)
+# sd-scripts' validation bars ("validation steps" every N steps, "epoch validation steps" at each epoch's end) carry
+# the running mean of the held-out loss; the last draw (n == total) holds the measurement.
+VAL_BAR = re.compile(
+    r"validation steps:\s+\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*\[.*?val_(?:epoch_)?avg_loss=(?P<loss>[\d.eE+-]+|nan)"
+)
+TOTAL = re.compile(r"total optimization steps[^:]*:\s*(\d+)")
+EPOCH = re.compile(r"^epoch (\d+)/(\d+)")
+SAVED = re.compile(r"saving checkpoint: (.+\.safetensors)")
+SKIP = re.compile(r"skipping (\d+) steps")
+STEP_FILE = re.compile(r"-step(\d+)\.safetensors$")  # save_every_n_steps: NAME-step00000004.safetensors
+EPOCH_FILE = re.compile(r"-\d{6}\.safetensors$")  # save_every_n_epochs: NAME-000001.safetensors
+
+LOADING, CACHING, TRAINING, SAVING = (PHASES.index(name) for name in ("loading", "caching", "training", "saving"))
+
+# One draw of the bar as read: step, total, epoch, epochs, avr_loss, rate, unit, eta (text until it is reported).
+Draw = tuple[int, int, int | None, int | None, str | None, str, str, str]
+
+
+@cache  # a log repeats few distinct clocks
+def _seconds(clock: str) -> float | None:
+    if "?" in clock:
+        return None
+    seconds = 0
+    for part in clock.split(":"):
+        seconds = seconds * 60 + int(part)
+    return float(seconds)
+
+
+def _progress(draw: Draw) -> Progress:
+    step, total, epoch, epochs, loss, rate, unit, eta = draw
+    it_per_s = None
+    if rate != "?":
+        value = float(rate)
+        it_per_s = value if unit == "it/s" else (1 / value if value else None)
+    return Progress(
+        step=step,
+        total=total,
+        epoch=epoch,
+        epochs=epochs,
+        loss=float(loss) if loss else None,
+        it_per_s=it_per_s,
+        eta_s=_seconds(eta),
+    )
+
+
+class KohyaLogParser:
+    """A segment ends at \\n or \\r; each stream keeps its unfinished segment until the next bytes or the end."""
+
+    def __init__(self) -> None:
+        self.partial = {"stdout": b"", "stderr": b""}
+        self.total: int | None = None  # from the summary block; the bar's own total restarts on resume
+        self.offset = 0  # steps skipped on resume: the bar restarts at 0 but the run does not
+        self.epoch: int | None = None
+        self.epochs: int | None = None
+        self.phase = -1  # index in PHASES of the last phase sent
+        self.last_step = 0  # the step the bar shows now (validation passes measure at it)
+        self.draws: StepDraws[Draw] = StepDraws()
+        self.watch = TracebackWatch()  # every line but the bars: the exceptions raised and the log's tail
+        self.ranks = RankWatch()  # several processes: which rank failed first
+        self.validated: set[int] = set()  # steps that already have a Validation event
+        self.val_pending: Validation | None = None  # the newest complete validation draw, sent when the bar is done
+
+    def feed(self, data: bytes, stream: str) -> list[Event]:
+        buffer = self.partial[stream] + data
+        cut = max(buffer.rfind(b"\n"), buffer.rfind(b"\r"))
+        if cut < 0:
+            self.partial[stream] = buffer
+            return []
+        self.partial[stream] = buffer[cut + 1 :]
+        # one decode per chunk, not per segment (the hot path); a cut at \r or \n never splits a UTF-8 character
+        text = buffer[:cut].decode("utf-8", "replace")
+        events: list[Event] = []
+        for segment in SEGMENT.split(text):
+            if not segment:
+                continue
+            # the bar, most of a log's bytes: straight to _bar when nothing is pending that must see the line first
+            if segment.startswith("steps:") and self.val_pending is None and not self.ranks.root_pending:
+                match = BAR.match(segment)
+                if match is not None:
+                    events += self._bar(match)
+                    continue
+            events += self._segment(segment)
+        return events
+
+    def payload(self, message: dict[str, Any]) -> list[Event]:
+        return []  # sd-scripts posts no webhooks
+
+    def finish(self, returncode: int | None) -> list[Event]:
+        events: list[Event] = []
+        for stream in ("stdout", "stderr"):
+            if self.partial[stream]:
+                events += self._segment(self.partial[stream].decode("utf-8", "replace"))
+                self.partial[stream] = b""
+        if self.val_pending is not None:
+            events.append(self._flush_validation())
+        events += [_progress(draw) for draw in self.draws.flush()]
+        failed = self.watch.uncaught if returncode is None else returncode != 0
+        if failed:
+            events.append(self.failure(returncode))
+        return events
+
+    def failure(self, returncode: int | None) -> Failure:
+        return with_rank(describe("sd-scripts", "kohya", self.watch, returncode), self.ranks.failure(), "sd-scripts")
+
+    # --- lines ------------------------------------------------------------------------------------------------------
+
+    def _advance(self, phase: int) -> list[Event]:
+        if phase <= self.phase:
+            return []
+        self.phase = phase
+        return [Phase(PHASES[phase])]
+
+    def _segment(self, raw: str) -> list[Event]:
+        line = ANSI.sub("", raw) if "\x1b" in raw else raw
+        if line.startswith("[rank"):  # torch prefixes a rank's traceback: its errors count, only rank 0's output
+            rank, line = split_rank(line)
+            self.ranks.see(rank, line)
+            if rank:
+                self.watch.line(f"[rank{rank}]: {line}")  # in the tail, marked: the user sees whose lines they are
+                return []
+        elif "Root Cause" in line or self.ranks.root_pending:
+            self.ranks.see(None, line)
+        if "validation steps:" in line:  # before the training bar: it would match BAR too
+            self._validation(line)
+            return []
+        if self.val_pending is not None:
+            return [self._flush_validation(), *self._line(line)]
+        return self._line(line)
+
+    def _line(self, line: str) -> list[Event]:
+        if "steps:" in line and (match := BAR.search(line)):
+            return self._bar(match)
+        stripped = line.strip()
+        if not stripped:
+            return []
+        self.watch.line(line)
+        # substring tests before regexes: most lines match nothing
+        if "optimization steps" in line and (match := TOTAL.search(line)):
+            self.total = int(match.group(1))
+            return self._advance(TRAINING)
+        if "skipping" in line and (match := SKIP.search(line)):
+            self.offset = int(match.group(1))
+            return [Log("info", f"resumed: skipping {self.offset} steps already trained")]
+        if stripped.startswith("epoch ") and (match := EPOCH.match(stripped)):
+            self.epoch, self.epochs = int(match.group(1)), int(match.group(2))
+            return []
+        if "saving checkpoint:" in line and (match := SAVED.search(line)):
+            return self._saved(match.group(1).strip())
+        if self.phase >= TRAINING:
+            return []
+        lower = line.lower()
+        if "caching latents" in lower:
+            return self._advance(CACHING)
+        if "loading" in lower:
+            return self._advance(LOADING)
+        return []
+
+    def _saved(self, path: str) -> list[Event]:
+        step = STEP_FILE.search(path)
+        if step is not None:
+            return [Checkpoint(path, int(step.group(1)))]
+        if EPOCH_FILE.search(path):  # an epoch's checkpoint: saved after that epoch's last step
+            return [Checkpoint(path, self.last_step or None)]
+        return self._advance(SAVING)  # the final LoRA
+
+    def _bar(self, match: re.Match[str]) -> list[Event]:
+        # the hot path on bar-heavy logs: one group() call; a draw stays text until it is reported
+        n_text, total_text, loss, rate, unit, eta = match.group("n", "total", "loss", "rate", "unit", "eta")
+        n = int(n_text)
+        if n == 0:
+            return []
+        step = self.offset + n
+        self.last_step = step
+        self.watch.progress()
+        total = self.total or self.offset + int(total_text)
+        due = self.draws.draw(step, (step, total, self.epoch, self.epochs, loss, rate, unit, eta))
+        # stdout's "saving checkpoint" line for the final LoRA can overtake the last step's second draw on stderr:
+        # that late draw still carries the final loss, but training is not starting again
+        events: list[Event] = self._advance(TRAINING) if self.phase < TRAINING else []
+        if due:
+            events += [_progress(draw) for draw in due]
+        return events
+
+    # --- validation -------------------------------------------------------------------------------------------------
+
+    def _validation(self, line: str) -> None:
+        # tqdm draws n == total first with the previous running mean, then again after set_postfix: keep the
+        # newest draw and send it once another line shows the bar has finished.
+        match = VAL_BAR.search(line)
+        if match is None or match.group("n") != match.group("total") or match.group("loss") == "nan":
+            return
+        step = self.last_step
+        if step in self.validated:
+            return
+        if line.lstrip().startswith("epoch") and self.val_pending is not None and self.val_pending.step == step:
+            return  # the epoch-end pass right after the every-N-steps pass measured the same step
+        self.val_pending = Validation(step=step, loss=float(match.group("loss")))
+
+    def _flush_validation(self) -> Validation:
+        event, self.val_pending = self.val_pending, None
+        assert event is not None
+        self.validated.add(event.step)
+        return event
