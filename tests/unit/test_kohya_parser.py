@@ -1,4 +1,5 @@
-"""The sd-scripts log parser over every real log in ../shared/fixtures/logs/kohya, in any chunking."""
+"""The sd-scripts log parser over every real log in ../shared/fixtures/logs/kohya and tests/fixtures, in any chunking:
+one Progress per step with that step's own loss, phases only forward, failures that name the exception."""
 
 from __future__ import annotations
 
@@ -9,23 +10,33 @@ from pathlib import Path
 import pytest
 
 from backends.kohya import KohyaLogParser
-from orchestrator.events import Checkpoint, Failure, Phase, Progress, Validation
+from orchestrator.events import PHASES, Checkpoint, Event, Failure, Phase, Progress, Validation
 
-# log file (stdout file or None) -> (final step, total, final avr_loss, checkpoint steps, returncode, failure kind)
+OWN_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+# log -> (stdout log or None, (step, loss) per step, total, checkpoint steps, returncode, failure kind)
 EXPECTED = {
-    "run1.log": (None, 4, 4, 1.1, [], 0, None),
-    "run1.stderr": ("run1.stdout", 4, 4, 1.1, [], 0, None),
-    "run2.log": (None, 4, 4, 1.1, [2, 4], 0, None),
-    "run4.log": (None, 6, 6, 1.06, [4, 6], 0, None),  # resumed at 2: the bar restarts, the steps do not
-    "run10.log": (None, 2, 2, 1.51, [], 0, None),
-    "fail1.log": (None, None, None, None, [], 1, "model_not_found"),
-    "run0_torchvision_missing.log": (None, None, None, None, [], 1, "not_installed"),
+    "run1.log": (None, [(1, 1.09), (2, 1.05), (3, 1.07), (4, 1.1)], 4, [], 0, None),
+    "run1.stderr": ("run1.stdout", [(1, 1.09), (2, 1.05), (3, 1.07), (4, 1.1)], 4, [], 0, None),
+    "run2.log": (None, [(1, 1.09), (2, 1.05), (3, 1.07), (4, 1.1)], 4, [2, 4], 0, None),
+    # resumed at step 2: the bar restarts at 0, the steps do not
+    "run4.log": (None, [(3, 1.13), (4, 1.15), (5, 1.09), (6, 1.06)], 6, [4, 6], 0, None),
+    "run10.log": (None, [(1, 1.44), (2, 1.51)], 2, [], 0, None),
+    "fail1.log": (None, [], None, [], 1, "model_not_found"),
+    "run0_torchvision_missing.log": (None, [], None, [], 1, "not_installed"),
 }
+# every log the parser is tested on: (folder, stderr or combined log, stdout log or None)
+ALL_LOGS = [("shared", name, expected[0]) for name, expected in EXPECTED.items()] + [
+    ("own", "kohya/validation/stderr.log", "kohya/validation/stdout.log"),
+    ("own", "ddp/kohya-2cpu-fail/stderr.log", "ddp/kohya-2cpu-fail/stdout.log"),
+    ("own", "kohya/mismatch/stderr.log", "kohya/mismatch/stdout.log"),
+]
+FAILED = {"fail1.log", "run0_torchvision_missing.log", "ddp/kohya-2cpu-fail/stderr.log", "kohya/mismatch/stderr.log"}
 
 
-def replay(folder: Path, name: str, stdout: str | None, chunk: int, returncode: int) -> list:
+def replay(folder: Path, name: str, stdout: str | None, chunk: int, returncode: int | None) -> list[Event]:
     parser = KohyaLogParser()
-    events = []
+    events: list[Event] = []
     streams = ([("stdout", folder / stdout)] if stdout else []) + [("stderr", folder / name)]
     for stream, path in streams:
         data = path.read_bytes()
@@ -34,23 +45,57 @@ def replay(folder: Path, name: str, stdout: str | None, chunk: int, returncode: 
     return events + parser.finish(returncode)
 
 
+def _folder(fixtures_dir: Path, where: str) -> Path:
+    return fixtures_dir / "logs" / "kohya" if where == "shared" else OWN_FIXTURES
+
+
 def test_every_kohya_fixture_is_covered(fixtures_dir: Path) -> None:
     logs = {p.name for p in (fixtures_dir / "logs" / "kohya").iterdir() if p.suffix in (".log", ".stderr")}
     assert logs == set(EXPECTED)
 
 
+@pytest.mark.parametrize("chunk", [1, 13, 4096])
+@pytest.mark.parametrize(("where", "name", "stdout"), ALL_LOGS)
+def test_the_same_bytes_give_the_same_events_however_they_are_chunked(
+    fixtures_dir: Path, where: str, name: str, stdout: str | None, chunk: int
+) -> None:
+    folder = _folder(fixtures_dir, where)
+    whole = replay(folder, name, stdout, 1 << 30, None)
+    assert replay(folder, name, stdout, chunk, None) == whole
+    assert whole  # the log was read, not skipped
+
+
+@pytest.mark.parametrize(("where", "name", "stdout"), ALL_LOGS)
+def test_one_progress_per_step_with_a_loss_and_phases_in_order(
+    fixtures_dir: Path, where: str, name: str, stdout: str | None
+) -> None:
+    events = replay(_folder(fixtures_dir, where), name, stdout, 65536, None)
+    steps = [e.step for e in events if isinstance(e, Progress)]
+    assert steps == sorted(set(steps))  # each step once, never backwards
+    assert all(e.loss is not None for e in events if isinstance(e, Progress))
+    phases = [PHASES.index(e.name) for e in events if isinstance(e, Phase)]
+    assert phases == sorted(set(phases)) and "done" not in [e.name for e in events if isinstance(e, Phase)]
+
+
+@pytest.mark.parametrize(("where", "name", "stdout"), ALL_LOGS)
+def test_a_log_replayed_without_its_exit_status_fails_exactly_when_it_ends_in_a_traceback(
+    fixtures_dir: Path, where: str, name: str, stdout: str | None
+) -> None:
+    events = replay(_folder(fixtures_dir, where), name, stdout, 65536, None)
+    failures = [e for e in events if isinstance(e, Failure)]
+    assert len(failures) == (1 if name in FAILED else 0)
+    for failure in failures:  # the trainer's own exception, named, never accelerate's wrapper
+        assert "Error: " in failure.message and "CalledProcessError" not in failure.message
+
+
 @pytest.mark.parametrize("chunk", [1, 13, 65536])
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_final_step_total_loss_and_checkpoints(fixtures_dir: Path, name: str, chunk: int) -> None:
-    stdout, step, total, loss, checkpoints, returncode, failure = EXPECTED[name]
+def test_steps_losses_totals_checkpoints_and_failures(fixtures_dir: Path, name: str, chunk: int) -> None:
+    stdout, steps, total, checkpoints, returncode, failure = EXPECTED[name]
     events = replay(fixtures_dir / "logs" / "kohya", name, stdout, chunk, returncode)
     progress = [e for e in events if isinstance(e, Progress)]
-    if step is None:
-        assert not progress
-    else:
-        last = progress[-1]
-        assert (last.step, last.total, last.loss) == (step, total, loss)
-        assert [p.step for p in progress] == sorted(p.step for p in progress)  # never goes back
+    assert [(e.step, e.loss) for e in progress] == steps  # the step's own loss, not the previous step's average
+    assert all(e.total == total for e in progress)
     assert [c.step for c in events if isinstance(c, Checkpoint)] == checkpoints
     failures = [e for e in events if isinstance(e, Failure)]
     if failure is None:
@@ -58,17 +103,101 @@ def test_final_step_total_loss_and_checkpoints(fixtures_dir: Path, name: str, ch
     else:
         (only,) = failures
         assert only.kind == failure
-        assert "CalledProcessError" not in only.message  # the trainer's error, not accelerate's wrapper
+        assert only.message.startswith("sd-scripts failed: ") and "CalledProcessError" not in only.message
         assert only.hint and only.log_tail
 
 
-def test_first_draw_of_a_step_does_not_carry_the_previous_loss(fixtures_dir: Path) -> None:
-    events = replay(fixtures_dir / "logs" / "kohya", "run1.log", None, 65536, 0)
-    by_step: dict[int, list] = {}
-    for e in events:
-        if isinstance(e, Progress):
-            by_step.setdefault(e.step, []).append(e.loss)
-    assert by_step[2][0] is None and by_step[2][-1] == 1.05
+def test_a_state_dict_size_mismatch_names_the_exception_after_hundreds_of_lines() -> None:
+    """A real run (tests/fixtures/kohya/mismatch): an SDXL model trained as SD 1.5. The report of the mismatched
+    tensors runs to hundreds of lines and accelerate's CalledProcessError follows; the message is the cause."""
+    folder = OWN_FIXTURES / "kohya" / "mismatch"
+    assert (folder / "stderr.log").read_text(encoding="utf-8").count("size mismatch for") > 100
+    for returncode in (1, None):
+        events = replay(folder, "stderr.log", "stdout.log", 65536, returncode)
+        (failure,) = [e for e in events if isinstance(e, Failure)]
+        assert failure.kind == "model_mismatch"
+        assert failure.message.startswith(
+            "sd-scripts failed: RuntimeError: Error(s) in loading state_dict for UNet2DConditionModel"
+        )
+        assert "family" in (failure.hint or "")
+
+
+def test_a_traceback_that_training_went_on_after_is_no_failure_on_replay() -> None:
+    parser = KohyaLogParser()
+    text = (
+        'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\nImportError: no xformers\n'
+        "steps:  50%|#####     | 1/2 [00:01<00:01,  1.00s/it]\r"
+        "steps:  50%|#####     | 1/2 [00:01<00:01,  1.00s/it, avr_loss=0.5]\r"
+    )
+    assert not [e for e in parser.feed(text.encode(), "stderr") + parser.finish(None) if isinstance(e, Failure)]
+
+
+@pytest.mark.parametrize("chunk", [1, 13, 65536])
+def test_validation_bars_become_validation_events_not_progress(chunk: int) -> None:
+    """A real run with a validation split: the "validation steps" bars (0/4 .. 4/4) must not read as training steps
+    going backwards, and each pass gives one Validation event with the pass's final mean loss."""
+    events = replay(OWN_FIXTURES / "kohya" / "validation", "stderr.log", "stdout.log", chunk, 0)
+    steps = [e.step for e in events if isinstance(e, Progress)]
+    assert steps == [1, 2, 3, 4]
+    validations = [(e.step, e.loss) for e in events if isinstance(e, Validation)]
+    # every 2 steps, plus the epoch-end pass at step 3 (6 training images / batch 2); the every-N pass at step 4
+    # and the epoch-end pass that follows it measure the same step: one event
+    assert validations == [(2, 1.04), (3, 1.04), (4, 1.04)]
+    assert [e.step for e in events if isinstance(e, Checkpoint)] == [2, 4]
+
+
+def test_a_validation_pass_reports_its_last_draw_not_the_stale_first_one() -> None:
+    parser = KohyaLogParser()
+    bars = [
+        "steps:  50%|#####     | 2/4 [00:02<00:02,  1.00s/it, avr_loss=1.1]",
+        "steps:  50%|#####     | 2/4 [00:02<00:02,  1.00s/it, avr_loss=1.2]",
+        "validation steps: 100%|##########| 2/2 [00:01<00:00,  1.50it/s, val_avg_loss=0.9, timestep=200]",
+        "validation steps: 100%|##########| 2/2 [00:01<00:00,  1.50it/s, val_avg_loss=0.8, timestep=400]",
+        "validation steps: 100%|##########| 2/2 [00:01<00:00,  1.40it/s, val_avg_loss=0.8, timestep=400]",
+        "steps:  75%|#######   | 3/4 [00:03<00:01,  1.00s/it, avr_loss=1.2]",
+        "steps:  75%|#######   | 3/4 [00:03<00:01,  1.00s/it, avr_loss=1.3]",
+    ]
+    events = parser.feed("\r".join(bars).encode() + b"\r", "stderr")
+    assert [e for e in events if isinstance(e, Validation)] == [Validation(step=2, loss=0.8)]
+    assert [(e.step, e.loss) for e in events if isinstance(e, Progress)] == [(2, 1.2), (3, 1.3)]
+
+
+def test_a_step_drawn_once_is_reported_at_the_next_step_or_the_end() -> None:
+    """On a fast GPU tqdm skips a step's first draw (mininterval); set_postfix's draw, with the step's loss, stays."""
+    parser = KohyaLogParser()
+    events = parser.feed(
+        b"steps:  25%|##        | 1/4 [00:01<00:03,  9.00it/s, avr_loss=0.9]\r"
+        b"steps:  50%|#####     | 2/4 [00:01<00:02,  9.00it/s, avr_loss=0.8]\r",
+        "stderr",
+    )
+    assert [(e.step, e.loss) for e in events if isinstance(e, Progress)] == [(1, 0.9)]
+    events = parser.finish(0)
+    assert [(e.step, e.loss, e.it_per_s) for e in events if isinstance(e, Progress)] == [(2, 0.8, 9.0)]
+
+
+def test_a_late_last_draw_after_the_final_save_keeps_the_loss_but_not_training_again() -> None:
+    """Seen on a real SDXL run: stdout's final "saving checkpoint" arrived before stderr's last draw with avr_loss."""
+    parser = KohyaLogParser()
+    events = parser.feed(b"steps: 100%|##########| 2/2 [00:06<00:00,  3.32s/it, avr_loss=1.21]\r", "stderr")
+    events += parser.feed(b"saving checkpoint: /runs/x/output/kohya/cmp.safetensors\n", "stdout")
+    events += parser.feed(b"steps: 100%|##########| 2/2 [00:06<00:00,  3.32s/it, avr_loss=1.13]\r", "stderr")
+    events += parser.finish(0)
+    assert [e.name for e in events if isinstance(e, Phase)] == ["training", "saving"]
+    assert [(e.step, e.loss) for e in events if isinstance(e, Progress)] == [(2, 1.13)]
+
+
+def test_an_epoch_checkpoint_is_a_checkpoint_not_the_final_save() -> None:
+    parser = KohyaLogParser()
+    events = parser.feed(
+        b"steps:  50%|#####     | 2/4 [00:02<00:02,  1.00s/it, avr_loss=1.1]\r"
+        b"steps:  50%|#####     | 2/4 [00:02<00:02,  1.00s/it, avr_loss=1.2]\r",
+        "stderr",
+    )
+    events += parser.feed(b"\nsaving checkpoint: /runs/x/output/kohya/me-000001.safetensors\n", "stdout")
+    assert [e for e in events if isinstance(e, Checkpoint)] == [
+        Checkpoint("/runs/x/output/kohya/me-000001.safetensors", 2)
+    ]
+    assert "saving" not in [e.name for e in events if isinstance(e, Phase)]
 
 
 def test_parse_log_cli_prints_json_lines(fixtures_dir: Path) -> None:
@@ -81,45 +210,3 @@ def test_parse_log_cli_prints_json_lines(fixtures_dir: Path) -> None:
     )
     lines = out.stdout.strip().splitlines()
     assert '"event": "failure"' in lines[-1] and '"model_not_found"' in lines[-1]
-
-
-OWN_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kohya"
-
-
-@pytest.mark.parametrize("chunk", [1, 13, 65536])
-def test_validation_bars_become_validation_events_not_progress(chunk: int) -> None:
-    """A real run with a validation split: the "validation steps" bars (0/4 .. 4/4) must not read as training steps
-    going backwards, and each pass gives one Validation event with the pass's final mean loss."""
-    events = replay(OWN_FIXTURES / "validation", "stderr.log", "stdout.log", chunk, 0)
-    steps = [e.step for e in events if isinstance(e, Progress)]
-    assert steps == sorted(steps) and steps[-1] == 4
-    validations = [(e.step, e.loss) for e in events if isinstance(e, Validation)]
-    # every 2 steps, plus the epoch-end pass at step 3 (6 training images / batch 2); the every-N pass at step 4
-    # and the epoch-end pass that follows it measure the same step: one event
-    assert validations == [(2, 1.04), (3, 1.04), (4, 1.04)]
-    assert [e.step for e in events if isinstance(e, Checkpoint)] == [2, 4]
-
-
-def test_a_validation_pass_reports_its_last_draw_not_the_stale_first_one() -> None:
-    parser = KohyaLogParser()
-    bars = [
-        "steps:  50%|#####     | 2/4 [00:02<00:02,  1.00s/it, avr_loss=1.2]",
-        "validation steps: 100%|##########| 2/2 [00:01<00:00,  1.50it/s, val_avg_loss=0.9, timestep=200]",
-        "validation steps: 100%|##########| 2/2 [00:01<00:00,  1.50it/s, val_avg_loss=0.8, timestep=400]",
-        "validation steps: 100%|##########| 2/2 [00:01<00:00,  1.40it/s, val_avg_loss=0.8, timestep=400]",
-        "steps:  75%|#######   | 3/4 [00:03<00:01,  1.00s/it, avr_loss=1.2]",
-    ]
-    events = parser.feed("\r".join(bars).encode() + b"\r", "stderr")
-    assert [e for e in events if isinstance(e, Validation)] == [Validation(step=2, loss=0.8)]
-    assert [e.step for e in events if isinstance(e, Progress)] == [2, 3]
-
-
-def test_a_late_last_draw_after_the_final_save_keeps_the_loss_but_not_training_again() -> None:
-    """Seen on a real SDXL run: stdout's final "saving checkpoint" arrived before stderr's last draw with avr_loss."""
-    parser = KohyaLogParser()
-    events = parser.feed(b"steps: 100%|##########| 2/2 [00:06<00:00,  3.32s/it, avr_loss=1.21]\r", "stderr")
-    events += parser.feed(b"saving checkpoint: /runs/x/output/kohya/cmp.safetensors\n", "stdout")
-    events += parser.feed(b"steps: 100%|##########| 2/2 [00:06<00:00,  3.32s/it, avr_loss=1.13]\r", "stderr")
-    events += parser.finish(0)
-    assert [e.name for e in events if isinstance(e, Phase)] == ["training", "saving"]
-    assert [(e.step, e.loss) for e in events if isinstance(e, Progress)][-1] == (2, 1.13)
