@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("orchestrator.commands.convert", "convert a LoRA between Kohya and diffusers key layouts"),
     "sample": ("orchestrator.commands.sample", "generate images with a LoRA on a base model"),
     "compare": ("orchestrator.commands.compare", "train several backends or settings on one dataset and report"),
+    "serve": ("orchestrator.commands.serve", "a local web app: photos to LoRA, runs live, the queue, compare"),
     "submit": ("orchestrator.commands.submit", "submit a job to a cluster (Slurm, Ray)"),
     "status": ("orchestrator.commands.status", "show a cluster job's state and progress"),
     "logs": ("orchestrator.commands.logs", "print (or follow) a cluster job's unified progress"),
