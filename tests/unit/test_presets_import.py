@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -193,3 +195,106 @@ def test_presets_cli_import_export_round_trip(fixtures_dir: Path, tmp_path: Path
     first = load_preset_layer(str(tmp_path / "p.yaml"))
     assert again["network"] == first["network"]
     assert again["training"]["learning_rate"] == first["training"]["learning_rate"]
+
+
+# --- secrets: named in the report, their values nowhere ------------------------------------------------------------
+
+WANDB_KEY = "3f9c1a7e2b8d4c6f0a5e9b1d7c3f8a2e6b4d0c9f"  # 40 hex digits, like a real wandb key
+HF_TOKEN = "hf_QmVtWkRxYzNhTnBvS2pMdUZ3R2hUeWVvUnNXaQ"  # like a real Hugging Face user token
+SECRETS = (WANDB_KEY, HF_TOKEN, "s3cr3t-Passw0rd!")
+
+
+def _run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *argv], capture_output=True, text=True)
+
+
+def _nowhere(secrets: tuple[str, ...], *texts: str) -> None:
+    for secret in secrets:
+        for text in texts:
+            assert secret not in text
+
+
+def test_secrets_in_a_gui_preset_are_named_and_never_imported(fixtures_dir: Path, tmp_path: Path) -> None:
+    preset = json.loads((fixtures_dir / "kohya_ss_presets" / "loha-sd15.json").read_text())
+    preset["wandb_api_key"] = WANDB_KEY
+    preset["huggingface_token"] = HF_TOKEN
+    preset["additional_parameters"] = (
+        f"--max_grad_norm=0 --wandb_api_key={WANDB_KEY} --huggingface_token {HF_TOKEN} --db-password 's3cr3t-Passw0rd!'"
+    )
+    path = tmp_path / "leaky.json"
+    path.write_text(json.dumps(preset))
+    report = import_file(path)
+    entries = {e.key: e for e in report.entries}
+    assert entries["wandb_api_key"].detail == entries["huggingface_token"].detail == "secret: not imported"
+    assert (
+        "--wandb_api_key, --huggingface_token, --db-password: secret: not imported"
+        in entries["additional_parameters"].detail
+    )
+    assert report.layer["backend_args"]["kohya"]["max_grad_norm"] == 0  # the rest still imports
+    assert sorted(e.key for e in report.entries) == sorted(preset)  # each key still reported exactly once
+    out = _run_cli("presets", "import", str(path), "-o", str(tmp_path / "p.yaml"))
+    assert out.returncode == 0, out.stderr
+    printed = _run_cli("presets", "import", str(path))  # the layer printed as YAML on stdout
+    _nowhere(SECRETS, report.text(), json.dumps(report.layer), out.stdout, out.stderr, printed.stdout, printed.stderr)
+    _nowhere(SECRETS, (tmp_path / "p.yaml").read_text())
+    assert "secret: not imported" in out.stdout
+
+
+def test_secrets_in_an_sd_scripts_toml_are_named_and_never_imported(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'network_dim = 8\nwandb_api_key = "{WANDB_KEY}"\nlog_with = "wandb"\n'
+        f'[huggingface]\nhuggingface_token = "{HF_TOKEN}"\nhuggingface_repo_id = "me/lora"\n'
+    )
+    report = import_file(path)
+    ignored = {e.key: e.detail for e in report.ignored()}
+    assert ignored["wandb_api_key"] == ignored["huggingface_token"] == "secret: not imported"
+    assert report.layer["network"]["rank"] == 8 and report.layer["backend_args"]["kohya"]["log_with"] == "wandb"
+    out = _run_cli("presets", "import", str(path), "-o", str(tmp_path / "p.yaml"))
+    assert out.returncode == 0, out.stderr
+    _nowhere(
+        SECRETS, report.text(), json.dumps(report.layer), out.stdout, out.stderr, (tmp_path / "p.yaml").read_text()
+    )
+
+
+def test_a_secret_is_never_exported(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text(f"network: {{rank: 8}}\nbackend_args: {{kohya: {{wandb_api_key: '{WANDB_KEY}'}}}}\n")
+    for target in ("kohya-gui", "sd-scripts"):
+        out = _run_cli("presets", "export", str(job), "--to", target, "-o", str(tmp_path / f"out.{target}"))
+        assert out.returncode != 0 and "backend_args.kohya.wandb_api_key holds a secret" in out.stderr
+        assert "Traceback" not in out.stderr and not (tmp_path / f"out.{target}").exists()
+        _nowhere(SECRETS, out.stdout, out.stderr)
+
+
+# --- export says what a run renders ---------------------------------------------------------------------------------
+
+
+def test_export_writes_the_options_a_run_renders(tmp_path: Path) -> None:
+    from backends.kohya.options import build_options
+
+    layer = {
+        "family": "sdxl",
+        "network": {"type": "lokr", "rank": 8, "args": {"factor": 4}},
+        "training": {"steps": 300, "optimizer": "sgd", "precision": "fp32", "text_encoder_lr": 5e-5},
+        "saving": {"every_n_steps": 50, "keep_last": 2},
+        "distributed": {"ddp_timeout_minutes": 30},
+    }
+    exported = to_sd_scripts(layer)
+    job = build_job(merge_layers(REQUIRED, layer))
+    rendered, _ = build_options(job, rendered=tmp_path, output=tmp_path, tokenizers=None, cpu=False, resume=None)
+    assert {k: rendered[k] for k in exported if k in rendered} == {k: v for k, v in exported.items() if k in rendered}
+    assert exported["optimizer_type"] == "SGDNesterov" and exported["network_args"] == ["algo=lokr", "factor=4"]
+    assert not {"pretrained_model_name_or_path", "output_dir", "dataset_config"} & set(exported)  # no path
+    gui = to_kohya_gui(layer)
+    assert (gui["LoRA_type"], gui["optimizer"], gui["factor"]) == ("LyCORIS/LoKr", "SGDNesterov", 4)
+    back = import_sd_scripts_toml(exported).layer
+    assert back["distributed"]["ddp_timeout_minutes"] == 30 and back["training"]["text_encoder_lr"] == 5e-5
+
+
+def test_shuffled_captions_round_trip() -> None:
+    layer = {"trigger": "ohwx", "training": {"steps": 10, "shuffle_captions": True}}
+    toml = to_sd_scripts(layer)
+    assert (toml["shuffle_caption"], toml["keep_tokens"]) == (True, 1)
+    assert import_sd_scripts_toml(toml).layer["training"]["shuffle_captions"] is True
+    assert import_kohya_gui(to_kohya_gui(layer)).layer["training"]["shuffle_captions"] is True
