@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ from orchestrator import __version__
 from orchestrator.envs import BackendEnv
 from orchestrator.job import JobSpec
 from orchestrator.lora import keys as K
+from orchestrator.lora.check import check_lora
 from orchestrator.lora.convert import diffusers_to_kohya, kohya_to_diffusers
 from orchestrator.lora.safetensors_io import read, write
 
@@ -51,6 +53,12 @@ def loraforge_metadata(job: JobSpec, backend: str, env: BackendEnv, dataset: Dat
 
 def finalize_lora(job: JobSpec, src: Path, target: Path, metadata: dict[str, str]) -> Path:
     tensors, existing = read(src)
+    check_lora(src, tensors, existing)  # a trainer's broken file is refused, never passed on under our name
+    if any(key.startswith("lycoris_") or ".hada_" in key or ".lokr_" in key for key in tensors):
+        # A LyCORIS network (LoCon, LoHa, LoKr) has one layout tools read, Kohya's names: lora_unet_ + the module
+        # path (SimpleTuner writes LyCORIS' own prefix; U-Net only). None for diffusers: saving.format cannot apply.
+        tensors = {re.sub(r"^lycoris_", "lora_unet_", key): tensor for key, tensor in tensors.items()}
+        return write(target, tensors, {**existing, **metadata})
     layout = K.layout(list(tensors))
     if layout != job.saving.format:
         convert = kohya_to_diffusers if job.saving.format == "diffusers" else diffusers_to_kohya

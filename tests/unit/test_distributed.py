@@ -170,10 +170,11 @@ def test_simpletuner_counts_rank0_progress_and_names_the_failing_rank() -> None:
         ("stderr", RANK1_FAILS),
     ]
     events = feed(parser, pieces) + parser.finish(1)
-    assert [(e.step, e.loss) for e in events if isinstance(e, Progress)] == [(1, None), (1, 1.1), (2, None), (2, 1.2)]
+    assert [(e.step, e.loss) for e in events if isinstance(e, Progress)] == [(1, 1.1), (2, 1.2)]  # one per step
     (failure,) = [e for e in events if isinstance(e, Failure)]
     assert failure.message == "SimpleTuner failed on rank 1: ValueError: boom on rank 1"
     assert failure.kind == "other"
+    assert any(line.startswith("[rank1]: ") for line in failure.log_tail)  # the user sees whose lines they are
 
 
 def test_a_collective_timeout_is_its_own_kind() -> None:

@@ -1,0 +1,260 @@
+"""The SimpleTuner backend: JobSpec -> config.json + multidatabackend.json, ``python -m simpletuner.train``.
+
+Thin on purpose: option mapping lives in options.py, the environment in env.py, output and webhook parsing in
+logs.py and webhooks.py. Nothing is kept on the object between calls: what ``render`` needs arrives as arguments
+(the device and hub access on the BackendEnv, the webhook endpoint), and what later steps need goes back in
+:class:`Rendered`.
+
+Facts this relies on (SimpleTuner 4.10.1, verified on CPU):
+- the aspect bucket cache is written into the image folder itself, so each run trains from its own copy of the
+  dataset (``run.data``): a stale cache from another run can never meet a changed config;
+- ``CONFIG_BACKEND=json CONFIG_PATH=...`` is honoured and key=value CLI overrides are not;
+- ``resume_from_checkpoint`` takes a checkpoint folder name inside ``output_dir``;
+- a webhook entry's ``auth_token`` is sent as the ``X-API-Key`` header, which loraforge's receiver requires.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from backends.base import Artifacts, Endpoint, Launch, Problem, Rendered, Resume, SetupRequest
+from backends.simpletuner import env as environment
+from backends.simpletuner.logs import SimpleTunerLogParser
+from backends.simpletuner.options import map_options, reject_unknown_options, split_dataset
+from orchestrator.dataset.model import Dataset, write_run_copy
+from orchestrator.distributed import free_port
+from orchestrator.envs import BackendEnv
+from orchestrator.errors import LoraforgeError
+from orchestrator.job import JobSpec
+from orchestrator.render import render_template, write_rendered
+from orchestrator.runs import RunDir
+from orchestrator.watch import MetricsFile, SampleFolder
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+SD15_REASON = (
+    f"SimpleTuner {environment.VERSION}'s SD 1.x pipeline fails to load (StableDiffusionPipeline is built without "
+    "its safety_checker and feature_extractor)"
+)
+
+
+def output_dir(run: RunDir) -> Path:
+    return run.output / "simpletuner"
+
+
+class SimpleTunerBackend:
+    name = "simpletuner"
+    label = "SimpleTuner"
+    families = frozenset({"sdxl", "flux"})
+    refused = {"sd15": SD15_REASON}
+    webhooks = True
+
+    def setup(self, request: SetupRequest, console: Any) -> BackendEnv:
+        return environment.setup(request, console)
+
+    def check(self, env: BackendEnv) -> list[Problem]:
+        return environment.check(env)
+
+    def render(
+        self,
+        job: JobSpec,
+        dataset: Dataset,
+        run: RunDir,
+        env: BackendEnv,
+        *,
+        resume: Resume | None = None,
+        endpoint: Endpoint | None = None,
+    ) -> Rendered:
+        if job.family not in self.families:
+            why = self.refused.get(job.family or "", f"SimpleTuner trains {', '.join(sorted(self.families))}")
+            raise LoraforgeError(f"SimpleTuner cannot train {job.family} models: {why}", "use --backend kohya")
+        trained, held = split_dataset(dataset, job)
+        write_run_copy(trained, run.data, dataset.root)
+        held_folder = run.path / "eval"
+        if held:
+            write_run_copy(held, held_folder, dataset.root)
+        out = output_dir(run)
+        folder = run.rendered
+        options = map_options(
+            job,
+            cpu=env.cpu,
+            offline=env.offline,
+            data=run.data,
+            held_out=held_folder if held else None,
+            cache=run.path / "cache",
+            out=out,
+            lycoris_file=folder / "lycoris.json",
+        )
+        config, notes = options.config, options.notes
+        if env.python.is_absolute() and env.python.exists():
+            reject_unknown_options(config, env.python)
+        files: dict[str, Path] = {}
+        files["multidatabackend"] = write_rendered(
+            folder / "multidatabackend.json",
+            render_template("simpletuner/multidatabackend.json.j2", datasets=options.datasets),
+        )
+        config["data_backend_config"] = str(files["multidatabackend"])
+        if options.lycoris is not None:
+            files["lycoris"] = write_rendered(
+                folder / "lycoris.json", render_template("simpletuner/config.json.j2", config=options.lycoris)
+            )
+        if resume is not None:
+            if resume.state.parent.resolve() != out.resolve():
+                raise LoraforgeError(
+                    f"checkpoint {resume.state} is not in this run's SimpleTuner output folder {out}",
+                    "resume the run folder the checkpoint belongs to",
+                )
+            config["resume_from_checkpoint"] = resume.state.name
+        hooks = _webhooks_file(folder / "webhooks.json", endpoint)
+        if hooks is not None:
+            files["webhooks"] = hooks
+            config["webhook_config"] = str(hooks)
+        files["config"] = write_rendered(
+            folder / "config.json", render_template("simpletuner/config.json.j2", config=config)
+        )
+        if job.distributed.gpus * job.distributed.nodes > 1:
+            files["accelerate"], ddp_notes = _accelerate(job, folder, config["mixed_precision"], cpu=env.cpu)
+            notes.extend(ddp_notes)
+        for label, expected in (
+            ("config", config),
+            ("multidatabackend", options.datasets),
+            ("lycoris", options.lycoris),
+        ):
+            if label in files and _read_json(files[label]) != expected:
+                raise LoraforgeError(f"rendered {files[label]} does not match the intended values", "report this bug")
+        return Rendered(
+            files=files,
+            data=run.data,
+            notes=notes,
+            values=config,
+            watched=[
+                MetricsFile(out / "training_metrics.jsonl", "loss/val/"),  # report_to=simpletuner, one key per set
+                SampleFolder(out / "validation_images", re.compile(r"^step_(?P<step>\d+)_")),
+            ],
+            endpoint=endpoint if hooks is not None else None,
+        )
+
+    def command(self, job: JobSpec, rendered: Rendered, env: BackendEnv) -> Launch:
+        """``python -m simpletuner.train`` (one process) or accelerate with the rendered config (several)."""
+        settings = {
+            "CONFIG_BACKEND": "json",
+            "CONFIG_PATH": str(rendered.files["config"]),
+            "SIMPLETUNER_DISABLE_COLORS": "1",
+            "PYTHONUNBUFFERED": "1",
+            "ACCELERATE_CONFIG_FILE": os.devnull,  # a user's own accelerate default never changes a run
+        }
+        if rendered.endpoint is not None:
+            settings["SIMPLETUNER_JOB_ID"] = rendered.endpoint.job_id  # the receiver takes only this job's posts
+        if env.cpu:
+            settings["CUDA_VISIBLE_DEVICES"] = ""
+        accelerate = rendered.files.get("accelerate")
+        python = str(env.python)
+        if accelerate is None:
+            argv = [python, "-m", "simpletuner.train"]
+        else:
+            if env.cpu:  # torchrun does not pass the config's use_cpu on; Accelerator reads this and joins gloo
+                settings["ACCELERATE_USE_CPU"] = "true"
+            argv = [python, "-m", "accelerate.commands.launch", "--config_file", str(accelerate)]
+            argv += ["-m", "simpletuner.train"]
+        # SimpleTuner writes debug.log into its working directory
+        return Launch(argv=argv, env=settings, cwd=rendered.files["config"].parent)
+
+    def parser(self, rendered: Rendered | None = None) -> SimpleTunerLogParser:
+        return SimpleTunerLogParser()
+
+    def collect(self, job: JobSpec, run: RunDir) -> Artifacts:
+        out = output_dir(run)
+        lora = out / LORA_FILE
+        checkpoints = []
+        if out.is_dir():
+            for folder in out.glob("checkpoint-*"):
+                match = re.fullmatch(r"checkpoint-(\d+)", folder.name)
+                if match and folder.is_dir():
+                    checkpoints.append((int(match.group(1)), folder))
+        checkpoints.sort()
+        complete = [(step, folder) for step, folder in checkpoints if checkpoint_complete(folder)]
+        resume = Resume(state=complete[-1][1], step=saved_step(*complete[-1])) if complete else None
+        return Artifacts(lora=lora if lora.exists() else None, checkpoints=checkpoints, resume=resume)
+
+
+def _webhooks_file(path: Path, endpoint: Endpoint | None) -> Path | None:
+    """SimpleTuner's webhook config, readable by the owner only: it holds the run's secret (sent back to the
+    receiver as X-API-Key). Without an endpoint any earlier one is removed: nothing listens there any more."""
+    path.unlink(missing_ok=True)
+    if endpoint is None:
+        return None
+    hook = {"webhook_type": "raw", "callback_url": endpoint.url, "log_level": "info", "auth_token": endpoint.secret}
+    text = render_template("simpletuner/webhooks.json.j2", hooks=[hook])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as file:
+        file.write(text)
+    if _read_json(path) != [hook]:
+        raise LoraforgeError(f"rendered {path} does not match the intended values", "report this bug")
+    return path
+
+
+def _read_json(path: Path) -> Any:
+    def refuse(name: str) -> Any:
+        raise LoraforgeError(f"rendered {path} holds {name}, which is not JSON", "report this bug")
+
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+
+
+def _accelerate(job: JobSpec, folder: Path, mixed_precision: str, *, cpu: bool) -> tuple[Path, list[str]]:
+    """An explicit accelerate config for DDP on one node, and notes for the run (progress is read from rank 0:
+    only it draws the bar and posts webhooks). Without CUDA the processes train on CPU and talk over gloo."""
+    import yaml
+
+    gpus = job.distributed.gpus
+    if job.distributed.nodes > 1:
+        raise LoraforgeError(
+            f"distributed.nodes={job.distributed.nodes}: multi-node SimpleTuner jobs are not supported yet",
+            "train on one node (--nodes 1) with several GPUs (--gpus N)",
+        )
+    notes = []
+    if cpu:
+        notes.append(
+            f"distributed.gpus={gpus}: SimpleTuner's environment has no CUDA, so {gpus} CPU processes (gloo) share "
+            f"this machine's {os.cpu_count()} cores"
+        )
+    values = {
+        # MULTI_GPU selects accelerate's torchrun launcher, which starts N processes; with use_cpu (and
+        # ACCELERATE_USE_CPU in the child, see command) each joins a gloo group on CPU. A MULTI_CPU config would
+        # start a single process unless run under mpirun.
+        "distributed_type": "MULTI_GPU",
+        "processes": gpus,
+        "machines": 1,
+        "machine_rank": 0,
+        "main_ip": "127.0.0.1",
+        "port": free_port(),
+        "mixed_precision": "no" if cpu else mixed_precision,
+        "use_cpu": cpu,
+    }
+    path = write_rendered(folder / "accelerate.yaml", render_template("accelerate.yaml.j2", **values))
+    parsed = yaml.safe_load(path.read_text(encoding="utf-8"))
+    read_back = {"distributed_type": "distributed_type", "num_processes": "processes", "main_process_port": "port",
+                 "mixed_precision": "mixed_precision", "use_cpu": "use_cpu"}  # fmt: skip
+    if any(parsed[key] != values[value] for key, value in read_back.items()):
+        raise LoraforgeError(f"rendered {path} does not match the intended values", "report this bug")
+    return path, notes
+
+
+def checkpoint_complete(folder: Path) -> bool:
+    """SimpleTuner writes training_state.json first and, last, a .guard file saying "complete": a folder from a run
+    stopped while saving has the one without the other (and no weights) and must not be resumed from."""
+    guard = folder / ".guard"
+    if guard.exists():
+        return guard.read_text(encoding="utf-8", errors="replace").strip() == "complete"
+    # no guard at all (a SimpleTuner that does not write one): the state and the weights must both be there
+    return (folder / "training_state.json").exists() and any(folder.glob("pytorch_lora_weights.*"))
+
+
+def saved_step(step: int, folder: Path) -> int:
+    """The global step recorded in the checkpoint (the folder name says the same unless renamed)."""
+    try:
+        return int(json.loads((folder / "training_state.json").read_text(encoding="utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return step

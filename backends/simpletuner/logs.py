@@ -1,0 +1,289 @@
+"""SimpleTuner's output (and its webhooks) -> events, for a live run and for a saved log alike.
+
+What the output looks like (SimpleTuner 4.10.1; real logs in ../shared/fixtures/logs/simpletuner):
+- stderr: tqdm bars (``Epoch 1/2, Steps:  25%|...| 1/4 [00:11<00:34, 11.53s/it, lr=0.0001, step_loss=1.04]``)
+  redrawn with ``\\r`` and ``\\x1b[A``; each step is drawn first with the previous step's ``step_loss`` and then with
+  its own (:class:`orchestrator.stepdraws.StepDraws` keeps the second); tracebacks; torch's warnings.
+- stdout: ``[RANK 0] ... [INFO] ...`` lines in ANSI colours; checkpoints end with "Random states saved in
+  .../checkpoint-N/..." (the last piece of state), the final LoRA with "Model weights saved in .../output/...".
+- several processes: other ranks' tracebacks carry a ``[rankN]:`` prefix; only rank 0 draws the bar.
+- a saved log may also hold structured lines: webhook captures (``{"body": "<payload>"}``), raw payloads, and
+  ``training_metrics.jsonl`` lines (``report_to: simpletuner``).
+
+From the first accepted webhook payload on, progress, phases and checkpoints come from the payloads (exact losses,
+not the bar's two decimals) and the output is only watched for failures. Events are the same however the bytes
+are chunked: lines are cut at ``\\r`` and ``\\n`` after incremental UTF-8 decoding, and nothing depends on where
+a chunk ends.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import math
+import re
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+from backends.simpletuner.webhooks import MAX_STEP, BadPayload, translate
+from orchestrator.distributed import RankWatch, split_rank, with_rank
+from orchestrator.events import PHASES, Checkpoint, Event, Failure, Log, Phase, Progress
+from orchestrator.failures import TracebackWatch, describe
+from orchestrator.stepdraws import StepDraws
+
+LABEL = "SimpleTuner"
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]")
+_LINES = re.compile(r"[\r\n]")
+MAX_LINE = 1 << 20  # characters of one line that are read; the rest of a longer line is skipped
+_BAR = re.compile(
+    r"(?:Epoch (?P<epoch>\d+)/(?P<epochs>\d+),? )?Steps:\s*\d+%\|[^|]*\|\s*(?P<step>\d+)/(?P<total>\d+) "
+    r"\[(?P<elapsed>[\d:]+)<(?P<remaining>[\d:?]+),\s*(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)(?P<postfix>[^\]]*)\]"
+)
+_LOSS = re.compile(r"step_loss=([^,\s\]]+)")
+_LR = re.compile(r"\blr=([^,\s\]]+)")
+# A checkpoint is complete when its random states, the last piece of training state, are saved (launched through
+# accelerate, "Model weights saved" comes last instead); weights saved outside checkpoint-N are the final LoRA.
+_SAVED = re.compile(r"(?:Model weights|Random states) saved in (?P<path>\S+)")
+_CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
+_CACHING = ("Generating aspect bucket cache", "Processing prompts", "Loading captions", "Caching")
+_MODEL_NOT_FOUND = re.compile(r"it looks like (\S+) is not the path to a directory")
+
+
+class SimpleTunerLogParser:
+    """One run's output bytes (``feed``) and webhook payloads (``payload``) -> events. See the module docstring."""
+
+    def __init__(self) -> None:
+        self.live = False  # a webhook payload was accepted: progress now comes from the payloads
+        self.accepted = 0
+        self.rejected = 0  # payloads dropped for a field of the wrong type
+        self.watch = TracebackWatch()
+        self.ranks = RankWatch()  # several processes: which rank failed first
+        self.tail: deque[str] = deque(maxlen=40)  # the log's last lines as the user should see them (rank prefixes)
+        self._draws: StepDraws[Progress] = StepDraws()
+        self._drawn: int | None = None  # the step the bar last showed
+        self._decoders: dict[str, Any] = {}
+        self._buffers: dict[str, str] = {}
+        self._skipping: set[str] = set()  # streams inside a line longer than MAX_LINE: skip to its end
+        self._phase = -1  # index into PHASES of the last phase emitted
+        self._step = 0  # the last step a Progress was emitted for
+        self._checkpoints: set[str] = set()
+
+    # --- the two inputs ---------------------------------------------------------------------------------------
+
+    def feed(self, data: bytes, stream: str) -> list[Event]:
+        decoder = self._decoders.get(stream)
+        if decoder is None:
+            decoder = self._decoders[stream] = codecs.getincrementaldecoder("utf-8")("replace")
+        text = decoder.decode(data)
+        if stream in self._skipping:
+            end = _LINES.search(text)
+            if end is None:
+                return []
+            self._skipping.discard(stream)
+            text = text[end.start() :]
+        segments = _LINES.split(self._buffers.get(stream, "") + text)
+        rest = segments.pop()
+        if len(rest) > MAX_LINE:  # never hold more than one capped line, whatever the trainer prints
+            rest = rest[:MAX_LINE]
+            self._skipping.add(stream)
+        self._buffers[stream] = rest
+        events: list[Event] = []
+        for segment in segments:
+            if segment:
+                events += self._line(segment[:MAX_LINE])
+        return events
+
+    def payload(self, message: dict[str, Any]) -> list[Event]:
+        try:
+            events = translate(message)
+        except BadPayload:
+            self.rejected += 1
+            return []
+        self.accepted += 1
+        self.live = True
+        return self._ordered(events)
+
+    def finish(self, returncode: int | None) -> list[Event]:
+        events: list[Event] = []
+        for stream, decoder in self._decoders.items():
+            tail = decoder.decode(b"", final=True)
+            rest = self._buffers.get(stream, "") + ("" if stream in self._skipping else tail)
+            self._buffers[stream] = ""
+            for segment in _LINES.split(rest):
+                if segment:
+                    events += self._line(segment[:MAX_LINE])
+        if not self.live:
+            events += self._ordered(self._draws.flush())
+        failed = self.watch.uncaught if returncode is None else returncode != 0
+        if failed:
+            events.append(self.failure(returncode))
+        return events
+
+    # --- the output, line by line -----------------------------------------------------------------------------
+
+    def _line(self, raw: str) -> list[Event]:
+        line = (_ANSI.sub("", raw) if "\x1b" in raw else raw).rstrip()
+        rank = None
+        if line.startswith("[rank"):
+            rank, line = split_rank(line)
+        self.ranks.see(rank, line)
+        if not line.strip():
+            return []
+        if rank:  # another process: its errors count, never its output
+            self.watch.line(line)
+            self.tail.append(f"[rank{rank}]: {line}"[:400])
+            return []
+        if "Steps:" in line and (bar := _BAR.search(line)) is not None:
+            events = self._bar(bar)
+        elif line[0] == "{" and (structured := self._structured(line)) is not None:
+            return structured
+        else:
+            self.watch.line(line)
+            self.tail.append(line[:400])
+            events = [] if self.live else self._plain(line)
+        if not self.live and "saved in " in line and (saved := _SAVED.search(line)) is not None:
+            events += self._saved(saved.group("path"))
+        return events
+
+    def _plain(self, line: str) -> list[Event]:
+        if line.startswith(_CACHING) and self._drawn is None:  # caption reloads at checkpoints are not a phase
+            return self._ordered([Phase("caching")])
+        if "[INFO] Loading " in line or line.startswith("Loading weights"):
+            return self._ordered([Phase("loading")])
+        if "[ERROR]" in line:
+            return [Log("error", line.split("[ERROR]", 1)[1].strip())]
+        return []
+
+    def _bar(self, bar: re.Match[str]) -> list[Event]:
+        step = int(bar.group("step"))
+        if step != self._drawn:
+            if self._drawn is None or step > self._drawn:
+                self.watch.progress()  # a new step was drawn: whatever traceback came before did not end the run
+            self._drawn = step
+        if self.live or step == 0:
+            return []
+        reading = self._reading(bar, step)
+        if reading is None:  # the bar's opening draw, or a resumed bar at its start: no step has run
+            return []
+        return self._ordered([Phase("training"), *self._draws.draw(step, reading)])
+
+    @staticmethod
+    def _reading(bar: re.Match[str], step: int) -> Progress | None:
+        postfix = bar.group("postfix")
+        loss_match = _LOSS.search(postfix)
+        if loss_match is None:
+            return None
+        loss = _float(loss_match.group(1))
+        if loss is None:
+            return None
+        lr = _LR.search(postfix)
+        rate = bar.group("rate")
+        speed = float(rate) if rate != "?" else 0.0
+        it_per_s = (speed if bar.group("unit") == "it/s" else 1.0 / speed) if speed else None
+        remaining = bar.group("remaining")
+        return Progress(
+            step=step,
+            total=int(bar.group("total")),
+            epoch=int(bar.group("epoch")) if bar.group("epoch") else None,
+            epochs=int(bar.group("epochs")) if bar.group("epochs") else None,
+            loss=loss,
+            lr=_float(lr.group(1)) if lr else None,
+            it_per_s=it_per_s,
+            eta_s=_clock(remaining) if "?" not in remaining else None,
+        )
+
+    def _structured(self, line: str) -> list[Event] | None:
+        """A webhook capture line, a raw payload or a training_metrics.jsonl line; None when the line is none."""
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(record, dict):
+            return None
+        if isinstance(record.get("body"), str):
+            try:
+                record = json.loads(record["body"])
+            except (ValueError, RecursionError):
+                return None
+            if not isinstance(record, dict):
+                return None
+        if "type" in record and "job_id" in record:
+            return self.payload(record)
+        metrics, step = record.get("metrics"), record.get("step")
+        if not isinstance(metrics, dict) or not isinstance(step, int) or isinstance(step, bool):
+            return None
+        loss = metrics.get("train_loss")  # system metrics (cpu, memory) share the file, without a loss
+        if self.live or not isinstance(loss, (int, float)) or not 0 < step <= MAX_STEP:
+            return []
+        seconds, epoch, lr = metrics.get("seconds_per_step"), metrics.get("epoch"), metrics.get("learning_rate")
+        progress = Progress(
+            step=step,
+            epoch=int(epoch) if isinstance(epoch, (int, float)) and math.isfinite(epoch) else None,
+            loss=_float(loss),
+            lr=_float(lr) if isinstance(lr, (int, float)) else None,
+            it_per_s=1.0 / seconds if isinstance(seconds, (int, float)) and seconds > 0 else None,
+        )
+        return self._ordered([Phase("training"), progress])
+
+    def _saved(self, path: str) -> list[Event]:
+        folder = path.rsplit("/", 1)[0]
+        match = _CHECKPOINT_DIR.fullmatch(folder.rsplit("/", 1)[-1])
+        if match is None:
+            return self._ordered([Phase("saving")])  # the final LoRA
+        return self._ordered([Checkpoint(folder, int(match.group(1)))])
+
+    # --- the stream's promises --------------------------------------------------------------------------------
+
+    def _ordered(self, events: list[Event]) -> list[Event]:
+        """Phases only forward (never "done": that is the orchestrator's), one Progress per step, with its loss,
+        in step order, and each checkpoint once, whichever input they came from."""
+        kept: list[Event] = []
+        for event in events:
+            if isinstance(event, Phase):
+                index = PHASES.index(event.name)
+                if index <= self._phase or event.name == "done":
+                    continue
+                self._phase = index
+            elif isinstance(event, Progress):
+                if event.step <= self._step or event.loss is None:
+                    continue
+                self._step = event.step
+            elif isinstance(event, Checkpoint):
+                if event.path in self._checkpoints:
+                    continue
+                self._checkpoints.add(event.path)
+            kept.append(event)
+        return kept
+
+    def failure(self, returncode: int | None) -> Failure:
+        """Why the run failed: the exception the log names, its kind and hint (orchestrator.failures), and which
+        rank failed first when there were several processes."""
+        failure = describe(LABEL, "simpletuner", self.watch, returncode)
+        failure = replace(failure, log_tail=[line for line in self.tail if line.strip()][-25:])
+        for error in self.watch.errors if failure.kind == "model_not_found" else []:
+            missing = _MODEL_NOT_FOUND.search(error.text)
+            if missing is not None:  # name the folder: SimpleTuner's message blames the hub even for a local path
+                message = f"{LABEL} failed: {error.name}: base model not found: {missing.group(1)}"
+                failure = replace(failure, message=message[:400])
+                break
+        ranked = self.ranks.failure()
+        if ranked is not None and failure.kind == "distributed":
+            failure = replace(failure, kind="other")  # with_rank tells a timeout from a lost peer, with its own hint
+        return with_rank(failure, ranked, LABEL)
+
+
+def _float(text: str | float) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _clock(clock: str) -> float:
+    total = 0.0
+    for part in clock.split(":"):
+        total = total * 60 + float(part)
+    return total
