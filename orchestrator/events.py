@@ -6,6 +6,7 @@ by :mod:`orchestrator.display`, and printed with ``--json`` for scripts. ``event
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -126,10 +127,51 @@ def event_to_dict(event: Event) -> dict[str, Any]:
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:
-    data = dict(data)
-    cls = _TYPES[data.pop("event")]
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+    """The event a dict describes; ValueError (naming the field) for an unknown event or a field of the wrong type,
+    so a line written by anything but loraforge (a spoofed webhook, a hand edit) never becomes an event that
+    crashes a reader later. Unknown fields are ignored (a newer loraforge may add some)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    tag = data.get("event")
+    cls = _TYPES.get(tag) if isinstance(tag, str) else None
+    if cls is None:
+        raise ValueError(f"unknown event {str(tag)[:40]!r}")
+    values = {}
+    for f in fields(cls):
+        if f.name in data:
+            _check_type(f.name, data[f.name], _FIELD_TYPES[cls][f.name])
+            values[f.name] = data[f.name]
+    try:
+        return cls(**values)
+    except TypeError:  # a required field is missing
+        missing = [f.name for f in fields(cls) if f.name not in values and _required(f)]
+        raise ValueError(f"{tag} event without {', '.join(missing)}") from None
+
+
+def _required(f: Any) -> bool:
+    from dataclasses import MISSING
+
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+def _allowed(annotation: str) -> tuple[type, ...]:
+    """The JSON types a field's annotation (a string, as ``from __future__ import annotations`` leaves it) allows."""
+    allowed: list[type] = []
+    for part in (p.strip() for p in annotation.split("|")):
+        allowed += {"int": [int], "float": [int, float], "str": [str], "None": [type(None)], "list[str]": [list]}[part]
+    return tuple(allowed)
+
+
+_FIELD_TYPES = {cls: {f.name: _allowed(str(f.type)) for f in fields(cls)} for cls in _TYPES.values()}
+
+
+def _check_type(name: str, value: Any, allowed: tuple[type, ...]) -> None:
+    ok = isinstance(value, allowed) and not isinstance(value, bool)  # JSON true is no step number
+    if ok and isinstance(value, list):
+        ok = all(isinstance(item, str) for item in value)
+    if not ok:
+        wanted = " or ".join(sorted({"null" if t is type(None) else t.__name__ for t in allowed}))
+        raise ValueError(f"{name} must be {wanted}, got {json.dumps(value)[:40]}")
 
 
 def event_to_json(event: Event) -> str:
@@ -137,30 +179,68 @@ def event_to_json(event: Event) -> str:
 
 
 class EventLog:
-    """Appends events to a JSONL file, one flushed line per event, so a killed run keeps what it saw."""
+    """Appends events to a JSONL file, one flushed line per event, so a killed run keeps what it saw.
+
+    A write that fails (disk full, I/O error, a read-only remount) never stops the run: the log stops writing and
+    keeps the error in ``error`` for the run to report; the events still reach the display."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = path.open("a", encoding="utf-8")
+        self.error: OSError | None = None
+        self._file: IO[str] | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            self._failed(exc)
 
     def write(self, event: Event) -> None:
-        self._file.write(event_to_json(event) + "\n")
-        self._file.flush()
+        if self._file is None:
+            return
+        try:
+            self._file.write(event_to_json(event) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        self.error = exc if exc.filename is not None else type(exc)(exc.errno, exc.strerror, str(self.path))
+        self.close()
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            file, self._file = self._file, None
+            with contextlib.suppress(OSError):  # bytes still buffered may not fit on the disk any more
+                file.close()
 
 
-def read_events(path: Path) -> list[Event]:
+def read_events(path: Path, problems: list[str] | None = None) -> list[Event]:
+    """The events of an events.jsonl file. A line that is not a valid event (torn by a killed run, written by
+    something else, a field of the wrong type) is skipped, and so is a file that cannot be read; each is described
+    in ``problems`` when given (for a warning), never raised."""
     events: list[Event] = []
-    if not path.exists():
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return events
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line:
-            try:
-                events.append(event_from_dict(json.loads(line)))
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line from a killed run
+    except OSError as exc:
+        if problems is not None:
+            problems.append(f"{path}: cannot be read ({exc.strerror or exc})")
+        return events
+    for number, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            events.append(event_from_dict(json.loads(line)))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            if problems is not None:
+                problems.append(f"{path} line {number}: skipped ({_reason(exc)})")
     return events
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(exc, json.JSONDecodeError | RecursionError):
+        return "not a JSON line"
+    return str(exc)

@@ -5,6 +5,9 @@
   teed to ``logs/stdout.log`` and ``logs/stderr.log`` before anything else looks at them.
 - The caller's ``on_output(stream, data)`` runs on the calling thread, in arrival order.
 - Ctrl-C or SIGTERM (or :meth:`Child.stop`) forwards SIGINT to the group, waits, then SIGTERM, then SIGKILL.
+- A log that can no longer be written (disk full, I/O error, a read-only remount) never stops the draining: the
+  thread stops writing that log and keeps reading the pipe, the trainer is stopped the same way (with a shorter
+  grace: it cannot save anything either), and the result says which file failed and why.
 - The child's exit status decides ours: a signal death is reported as 128 + signal number.
 """
 
@@ -21,16 +24,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 CHUNK = 64 * 1024
+# Grace before each escalation when the trainer is stopped because its log cannot be written: it cannot write a
+# checkpoint either, and loraforge must be back within 30 s even if the trainer ignores SIGINT and SIGTERM.
+LOG_FAILURE_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
 class ProcessResult:
     returncode: int
-    interrupted: bool
+    interrupted: bool  # stopped by the user (Ctrl-C, SIGTERM, Child.stop)
     seconds: float
     pid: int
+    log_error: OSError | None = None  # writing logs/stdout.log or stderr.log failed: the trainer was stopped
 
 
 OutputHandler = Callable[[str, bytes], None]
@@ -74,6 +82,8 @@ class Child:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.grace_s = grace_s
         self.interrupted = False
+        self._lock = threading.Lock()
+        self.log_error: OSError | None = None  # the first failed log write (the first file to fail)
         self._stop_requested = threading.Event()
         self._queue: queue.Queue[tuple[str, bytes | None]] = queue.Queue()
         self._start = time.monotonic()
@@ -100,20 +110,51 @@ class Child:
             reader.start()
 
     def _drain(self, stream: str, pipe, log_path: Path) -> None:  # type: ignore[no-untyped-def]
+        """Read the pipe to its end, whatever happens to the log: a child blocked on a full pipe never exits."""
         fd = pipe.fileno()
-        with log_path.open("ab") as log:
-            while True:
+        log = self._open_log(log_path)
+        while True:
+            try:
+                data = os.read(fd, CHUNK)
+            except OSError:
+                break
+            if not data:
+                break
+            if log is not None:
                 try:
-                    data = os.read(fd, CHUNK)
-                except OSError:
-                    break
-                if not data:
-                    break
-                log.write(data)
-                log.flush()
-                self._queue.put((stream, data))
+                    log.write(data)
+                    log.flush()
+                except OSError as exc:
+                    self._log_failed(exc, log_path)
+                    self._close_quietly(log)
+                    log = None
+            self._queue.put((stream, data))
+        self._close_quietly(log)
         pipe.close()
         self._queue.put((stream, None))
+
+    def _open_log(self, log_path: Path) -> BinaryIO | None:
+        try:
+            return log_path.open("ab")
+        except OSError as exc:
+            self._log_failed(exc, log_path)
+            return None
+
+    @staticmethod
+    def _close_quietly(log: BinaryIO | None) -> None:
+        """Close a log whose buffered bytes may not fit on the disk any more (they are dropped, not retried)."""
+        if log is not None:
+            with contextlib.suppress(OSError):
+                log.close()
+
+    def _log_failed(self, exc: OSError, log_path: Path) -> None:
+        """A log write failed: remember the first failure (naming the file) and stop the child."""
+        if exc.filename is None:
+            exc = type(exc)(exc.errno, exc.strerror, str(log_path))
+        with self._lock:
+            if self.log_error is None:
+                self.log_error = exc
+        self._stop_requested.set()
 
     def stop(self) -> None:
         """Ask the child to stop (thread-safe): SIGINT now, escalating if it does not exit."""
@@ -125,6 +166,25 @@ class Child:
             os.killpg(self.pid, sig)
 
     def wait(self, on_output: OutputHandler | None = None) -> ProcessResult:
+        try:
+            self._pump(on_output)
+        except BaseException:  # a handler failed: the child must not train on with nobody reading its output
+            self._signal_group(signal.SIGKILL)
+            self.process.wait()
+            raise
+        returncode = self.process.wait()
+        # Nothing the child started may outlive it (a grandchild holding the pipes, a stray dataloader worker).
+        self._signal_group(signal.SIGKILL)
+        for reader in self._readers:
+            reader.join(timeout=2)
+        self._flush_queue(on_output)
+        if returncode < 0:
+            returncode = 128 - returncode
+        seconds = time.monotonic() - self._start
+        return ProcessResult(returncode, self.interrupted, seconds, self.pid, log_error=self.log_error)
+
+    def _pump(self, on_output: OutputHandler | None) -> None:
+        """Hand the output to ``on_output`` until both pipes close and the child exits; stop it when asked."""
         open_streams = 2
         escalation: list[tuple[float, int]] = []
         sent_stop = False
@@ -132,14 +192,15 @@ class Child:
             if self._stop_requested.is_set() and not sent_stop:
                 sent_stop = True
                 now = time.monotonic()
+                grace = self.grace_s if self.log_error is None else min(self.grace_s, LOG_FAILURE_GRACE_S)
                 self._signal_group(signal.SIGINT)
-                escalation = [(now + self.grace_s, signal.SIGTERM), (now + 2 * self.grace_s, signal.SIGKILL)]
+                escalation = [(now + grace, signal.SIGTERM), (now + 2 * grace, signal.SIGKILL)]
             if escalation and self.process.poll() is None and time.monotonic() >= escalation[0][0]:
                 self._signal_group(escalation.pop(0)[1])
             try:
                 stream, data = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                if open_streams == 0 or self._orphaned_pipes():
+            except queue.Empty:  # both pipes closed: wait for the exit here, where a stop request still escalates
+                if (open_streams == 0 and self.process.poll() is not None) or self._orphaned_pipes():
                     break
                 continue
             if data is None:
@@ -149,15 +210,6 @@ class Child:
                 continue
             if on_output is not None:
                 on_output(stream, data)
-        returncode = self.process.wait()
-        # Nothing the child started may outlive it (a grandchild holding the pipes, a stray dataloader worker).
-        self._signal_group(signal.SIGKILL)
-        for reader in self._readers:
-            reader.join(timeout=2)
-        self._flush_queue(on_output)
-        if returncode < 0:
-            returncode = 128 - returncode
-        return ProcessResult(returncode, self.interrupted, time.monotonic() - self._start, self.pid)
 
     def _orphaned_pipes(self) -> bool:
         """The child exited but something it started still holds the pipes open: give it a moment, then stop."""

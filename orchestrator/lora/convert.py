@@ -19,6 +19,7 @@ from pathlib import Path
 from orchestrator.errors import LoraforgeError
 from orchestrator.lora import flux as F
 from orchestrator.lora import keys as K
+from orchestrator.lora.check import check_lora
 from orchestrator.lora.safetensors_io import Tensor, read, write
 
 _PACK = {"F32": "<f", "F16": "<e", "F64": "<d"}
@@ -156,7 +157,10 @@ def diffusers_to_kohya(
 
 
 def convert(source: Path, target: Path, to: str) -> Path:
+    """Read ``source`` (every check first: a broken LoRA is refused before anything is written), convert, and write
+    ``target`` atomically."""
     tensors, metadata = read(source)
+    check_lora(source, tensors, metadata)
     kind = K.layout(list(tensors))
     if kind == "unknown":
         raise LoraforgeError(

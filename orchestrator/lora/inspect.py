@@ -1,4 +1,4 @@
-"""What a LoRA file is: layout, family, rank, alpha, modules, size, dtype, trigger and metadata (header only)."""
+"""What a LoRA file is: layout, family, rank, alpha, modules, size, dtype, trigger and metadata (every tensor checked)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ from typing import Any
 from orchestrator.basemodel import family_from_keys
 from orchestrator.errors import LoraforgeError
 from orchestrator.lora import keys as K
+from orchestrator.lora.check import check_lora
 from orchestrator.lora.convert import is_sdxl, scalar
-from orchestrator.lora.safetensors_io import read, read_header
+from orchestrator.lora.safetensors_io import read
 
 
 def describe(path: Path) -> dict[str, Any]:
-    header, metadata, _ = read_header(path)
+    tensors, metadata = read(path)
+    check_lora(path, tensors, metadata)
+    header = {name: {"shape": t.shape, "dtype": t.dtype} for name, t in tensors.items()}
     names = list(header)
     layout = K.layout(names)
     if layout == "unknown":
@@ -28,7 +31,6 @@ def describe(path: Path) -> dict[str, Any]:
     modules = sum(1 for k in names if k.endswith(down))
     alphas: Counter[float] = Counter()
     if layout == "kohya":
-        tensors, _ = read(path)
         alphas.update(scalar(t) for k, t in tensors.items() if k.endswith(".alpha"))
     else:
         try:

@@ -1,12 +1,21 @@
-"""launch: every byte captured and teed, exit status kept, signals reach the whole process group."""
+"""launch: every byte captured and teed, exit status kept, signals reach the whole process group, and a disk that
+fails under the logs (full, read-only) stops the trainer instead of hanging."""
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from orchestrator.launch import Child, run_process
 
@@ -176,3 +185,129 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return "Z"
+
+
+# --- a failing disk under the logs ------------------------------------------------------------------------------
+
+
+@contextmanager
+def small_tmpfs(size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` (CI runs as root); the test is skipped, with the reason, where none can be mounted."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root): run as root to test a full disk")
+    folder = Path(tempfile.mkdtemp(prefix="loraforge-tmpfs-"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        folder.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+        folder.rmdir()
+
+
+FLOOD = """
+import os, signal, sys
+{handlers}
+open({pidfile!r}, "w").write(str(os.getpid()))
+block = b"x" * 65535 + b"\\n"
+while True:
+    os.write(2, block)
+    os.write(1, block[:1024])
+"""
+
+
+def _gone(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists() or _state(pid) == "Z"
+
+
+@pytest.mark.parametrize(
+    "handlers, why",
+    [
+        ("", "a trainer that stops on SIGINT"),
+        (
+            "signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)",
+            "a trainer that ignores SIGINT and SIGTERM (only SIGKILL stops it)",
+        ),
+    ],
+)
+def test_a_full_disk_under_the_logs_stops_the_trainer_and_never_hangs(tmp_path: Path, handlers: str, why: str) -> None:
+    """The trainer floods its output into a 1 MiB tmpfs: the log fills, the drain threads keep reading (or the child
+    would block on its pipe forever), the trainer is stopped, and we are back well within 30 s with the log kept."""
+    pidfile = tmp_path / "pid"
+    script = _script(tmp_path, "flood.py", FLOOD.format(handlers=handlers, pidfile=str(pidfile)))
+    with small_tmpfs("1m") as disk:
+        start = time.monotonic()
+        result = run_process([sys.executable, str(script)], log_dir=disk / "logs", grace_s=15)
+        elapsed = time.monotonic() - start
+        assert elapsed < 30, f"{why}: took {elapsed:.1f} s"
+        assert result.log_error is not None and result.log_error.errno == errno.ENOSPC
+        assert result.log_error.filename in (str(disk / "logs" / "stderr.log"), str(disk / "logs" / "stdout.log"))
+        assert not result.interrupted  # the user did not stop it
+        assert _gone(int(pidfile.read_text())), f"{why}: the trainer is still there"
+        kept = (disk / "logs" / "stderr.log").read_bytes()
+        assert len(kept) > 512 * 1024 and set(kept) == {ord("x"), ord("\n")}  # what fitted is kept, intact
+
+
+def test_after_a_log_write_fails_the_pipes_are_still_drained_to_the_end(tmp_path: Path) -> None:
+    """A trainer that ignores SIGINT and writes 8 MiB more before it exits on its own: had we stopped reading, it
+    would block on the full pipe until SIGKILL; instead every byte reaches the handler and it exits 0."""
+    script = _script(
+        tmp_path,
+        "chatty.py",
+        """
+        import os, signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        block = b"y" * 65536
+        for _ in range(3 * 16 + 128):  # 3 MiB fills the 2 MiB disk; 8 MiB more after that
+            os.write(2, block)
+        """,
+    )
+    seen = bytearray()
+    with small_tmpfs("2m") as disk:
+        result = run_process(
+            [sys.executable, str(script)], log_dir=disk / "logs", on_output=lambda s, d: seen.extend(d), grace_s=15
+        )
+    assert result.log_error is not None and result.log_error.errno == errno.ENOSPC
+    assert result.returncode == 0, "the trainer should have finished writing, not been killed"
+    assert len(seen) == (3 * 16 + 128) * 65536
+
+
+def test_logs_on_a_read_only_disk_end_the_same_way(tmp_path: Path) -> None:
+    """The logs cannot even be opened (the disk went read-only; a running file system refuses a read-only remount
+    while files are open for writing, so this is the case we can make for real): the trainer is stopped at once."""
+    script = _script(
+        tmp_path,
+        "steady.py",
+        """
+        import time
+        while True:
+            print("step", flush=True)
+            time.sleep(0.01)
+        """,
+    )
+    with small_tmpfs("1m") as disk:
+        (disk / "logs").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        start = time.monotonic()
+        result = run_process([sys.executable, str(script)], log_dir=disk / "logs", grace_s=15)
+        assert time.monotonic() - start < 30
+        assert result.log_error is not None and result.log_error.errno == errno.EROFS
+        assert result.log_error.filename.startswith(str(disk / "logs"))
+        assert _gone(result.pid)
+
+
+def test_a_handler_that_raises_takes_the_child_down_with_it(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    code = (
+        f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); print('hi', flush=True); time.sleep(60)"
+    )
+
+    def broken_handler(stream: str, data: bytes) -> None:
+        raise RuntimeError("a display that crashed")
+
+    with pytest.raises(RuntimeError):
+        run_process([sys.executable, "-c", code], log_dir=tmp_path / "logs", on_output=broken_handler)
+    assert _gone(int(pidfile.read_text()))

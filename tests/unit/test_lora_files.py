@@ -97,8 +97,8 @@ def test_inspect_reports_rank_alpha_family_and_metadata(tmp_path: Path) -> None:
     "content, message",
     [
         (b"", "too short"),
-        (b"this is a text file, not a model", "not a .safetensors file"),
-        (b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......", "not a .safetensors file"),
+        (b"this is a text file, not a model", "not a valid .safetensors file"),
+        (b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......", "not JSON"),
     ],
 )
 def test_malformed_files_give_a_clear_error(tmp_path: Path, content: bytes, message: str) -> None:
@@ -126,9 +126,9 @@ def test_a_writer_killed_mid_write_leaves_no_file_under_the_final_name(tmp_path:
         f"write(Path({str(target)!r}), big, {{}})\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code])
-    partial = tmp_path / ".big.safetensors.partial"
     deadline = time.monotonic() + 60
-    while not partial.exists() and child.poll() is None and time.monotonic() < deadline:
+    while not list(tmp_path.glob(".big.safetensors.*.partial")) and time.monotonic() < deadline:
+        assert child.poll() is None, "the writer ended before its temp file appeared"
         time.sleep(0.01)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
