@@ -57,6 +57,7 @@ def write_job(folder: Path, kohya: dict, **training: object) -> Path:
         "base_model": str(kohya["model"]),
         "dataset": str(kohya["data"]),
         "trigger": "ohwx",
+        "add_trigger": True,  # the generated captions lack it: this run's copy gets it in front
         "network": {"rank": 4, "alpha": 2},
         "training": {
             "steps": 4,
@@ -76,7 +77,7 @@ def write_job(folder: Path, kohya: dict, **training: object) -> Path:
 
 def test_train_four_steps_and_check_the_lora(tmp_path: Path, kohya: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LORAFORGE_HOME", str(kohya["home"]))
-    job = write_job(tmp_path, kohya)
+    job = write_job(tmp_path, kohya, shuffle_captions=True)
     out = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "train", str(job), "--backend", "kohya", "--json"],
         capture_output=True,
@@ -86,7 +87,10 @@ def test_train_four_steps_and_check_the_lora(tmp_path: Path, kohya: dict, monkey
     assert out.returncode == 0, out.stderr[-3000:]
     events = [json.loads(line) for line in out.stdout.splitlines()]
     progress = [e for e in events if e["event"] == "progress"]
-    assert progress[-1]["step"] == 4 and progress[-1]["total"] == 4 and progress[-1]["loss"] is not None
+    assert [e["step"] for e in progress] == [1, 2, 3, 4] and progress[-1]["total"] == 4  # one event per step
+    assert all(e["loss"] is not None for e in progress)
+    phases = [e["name"] for e in events if e["event"] == "phase"]
+    assert phases[0] == "setup" and phases[-1] == "done" and "training" in phases
     finished = events[-1]
     assert finished["event"] == "finished"
     lora = Path(finished["lora_path"])
@@ -96,9 +100,16 @@ def test_train_four_steps_and_check_the_lora(tmp_path: Path, kohya: dict, monkey
     assert any(k.startswith("lora_unet_") and k.endswith(".lora_down.weight") for k in keys)
     down = next(k for k in keys if k.endswith(".lora_down.weight"))
     assert header[down]["shape"][0] == 4
-    assert header["__metadata__"]["ss_network_dim"] == "4"
+    metadata = header["__metadata__"]
+    assert metadata["ss_network_dim"] == "4"
+    # the step plan, loraforge's metadata and sd-scripts' own record count the same images
+    assert metadata["ss_num_train_images"] == metadata["loraforge_dataset_images"] == "4"
+    (subset,) = json.loads(metadata["ss_datasets"])[0]["subsets"]
+    assert (subset["shuffle_caption"], subset["keep_tokens"]) == (True, 1)  # the trigger stays in front
     run = lora.parent.parent
     assert (run / "logs" / "stderr.log").stat().st_size > 0 and (run / "rendered" / "config.toml").exists()
+    captions = [p.read_text() for p in (run / "data").glob("*.txt")]  # what sd-scripts trained on
+    assert len(captions) == 4 and all(c.startswith("ohwx, a ") for c in captions)
 
 
 def test_stop_at_the_first_checkpoint_then_resume_to_the_end(
