@@ -54,7 +54,8 @@ def test_simpletuner_two_cpu_processes(st_env, tiny_root: Path, tmp_path: Path) 
     steps = one_stream(events)
     progress = [e for e in events if isinstance(e, Progress)]
     # 4 images, batch 1: 4 steps are 2 epochs only when each epoch's 4 batches are shared by 2 processes
-    assert steps[-1] == 4 and progress[-1].total == 4 and progress[-1].epochs == 2
+    assert steps == [1, 2, 3, 4] and progress[-1].total == 4 and progress[-1].epochs == 2
+    assert all(e.loss is not None for e in progress)  # one Progress per step, with its loss
     assert not any(isinstance(e, Failure) for e in events) and isinstance(events[-1], Finished)
     assert outcome.lora is not None
     with safe_open(str(outcome.lora), "np") as f:

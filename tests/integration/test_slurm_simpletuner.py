@@ -132,8 +132,9 @@ def test_a_node_dying_mid_run_is_reported_and_the_run_keeps_logs_and_checkpoint(
     assert "the node running the job failed" in out and "checkpoint at step" in out and "loraforge resume" in out
     assert (run / "logs" / "stdout.log").stat().st_size > 0 and (run / "events.jsonl").exists()
     from backends.simpletuner import SimpleTunerBackend
+    from orchestrator.runs import RunDir
 
-    assert SimpleTunerBackend().collect(job, run).resume is not None  # a complete checkpoint to resume from
+    assert SimpleTunerBackend().collect(job, RunDir(run)).resume is not None  # a complete checkpoint to resume from
     deadline = time.monotonic() + 60  # leave the node idle for the next test
     while "idle" not in subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout:
         assert time.monotonic() < deadline, "node did not come back"
