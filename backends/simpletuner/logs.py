@@ -61,7 +61,7 @@ class SimpleTunerLogParser:
         self.watch = TracebackWatch()
         self.ranks = RankWatch()  # several processes: which rank failed first
         self.tail: deque[str] = deque(maxlen=40)  # the log's last lines as the user should see them (rank prefixes)
-        self._draws: StepDraws[Progress] = StepDraws()
+        self._draws: StepDraws[re.Match[str]] = StepDraws()  # the bar's draws, one reading per step
         self._drawn: int | None = None  # the step the bar last showed
         self._decoders: dict[str, Any] = {}
         self._buffers: dict[str, str] = {}
@@ -115,7 +115,7 @@ class SimpleTunerLogParser:
                 if segment:
                     events += self._line(segment[:MAX_LINE])
         if not self.live:
-            events += self._ordered(self._draws.flush())
+            events += self._ordered([p for p in map(_reading, self._draws.flush()) if p is not None])
         failed = self.watch.uncaught if returncode is None else returncode != 0
         if failed:
             events.append(self.failure(returncode))
@@ -128,10 +128,10 @@ class SimpleTunerLogParser:
         rank = None
         if line.startswith("[rank"):
             rank, line = split_rank(line)
-        self.ranks.see(rank, line)
-        if not line.strip():
+        if not line or line.isspace():
             return []
         if rank:  # another process: its errors count, never its output
+            self.ranks.see(rank, line)
             self.watch.line(line)
             self.tail.append(f"[rank{rank}]: {line}"[:400])
             return []
@@ -140,6 +140,7 @@ class SimpleTunerLogParser:
         elif line[0] == "{" and (structured := self._structured(line)) is not None:
             return structured
         else:
+            self.ranks.see(rank, line)  # the launcher's verdict on which rank failed
             self.watch.line(line)
             self.tail.append(line[:400])
             events = [] if self.live else self._plain(line)
@@ -162,37 +163,12 @@ class SimpleTunerLogParser:
             if self._drawn is None or step > self._drawn:
                 self.watch.progress()  # a new step was drawn: whatever traceback came before did not end the run
             self._drawn = step
-        if self.live or step == 0:
+        # A draw without a loss is the bar opening (a resumed one at the saved step) or update(1) before the first
+        # set_postfix: no step's reading. Draws are read lazily: only the one StepDraws reports becomes an event.
+        if self.live or step == 0 or "step_loss=" not in bar.group("postfix"):
             return []
-        reading = self._reading(bar, step)
-        if reading is None:  # the bar's opening draw, or a resumed bar at its start: no step has run
-            return []
-        return self._ordered([Phase("training"), *self._draws.draw(step, reading)])
-
-    @staticmethod
-    def _reading(bar: re.Match[str], step: int) -> Progress | None:
-        postfix = bar.group("postfix")
-        loss_match = _LOSS.search(postfix)
-        if loss_match is None:
-            return None
-        loss = _float(loss_match.group(1))
-        if loss is None:
-            return None
-        lr = _LR.search(postfix)
-        rate = bar.group("rate")
-        speed = float(rate) if rate != "?" else 0.0
-        it_per_s = (speed if bar.group("unit") == "it/s" else 1.0 / speed) if speed else None
-        remaining = bar.group("remaining")
-        return Progress(
-            step=step,
-            total=int(bar.group("total")),
-            epoch=int(bar.group("epoch")) if bar.group("epoch") else None,
-            epochs=int(bar.group("epochs")) if bar.group("epochs") else None,
-            loss=loss,
-            lr=_float(lr.group(1)) if lr else None,
-            it_per_s=it_per_s,
-            eta_s=_clock(remaining) if "?" not in remaining else None,
-        )
+        due = [p for p in map(_reading, self._draws.draw(step, bar)) if p is not None]
+        return self._ordered([Phase("training"), *due]) if due else []
 
     def _structured(self, line: str) -> list[Event] | None:
         """A webhook capture line, a raw payload or a training_metrics.jsonl line; None when the line is none."""
@@ -272,6 +248,30 @@ class SimpleTunerLogParser:
         if ranked is not None and failure.kind == "distributed":
             failure = replace(failure, kind="other")  # with_rank tells a timeout from a lost peer, with its own hint
         return with_rank(failure, ranked, LABEL)
+
+
+def _reading(bar: re.Match[str]) -> Progress | None:
+    """A bar draw as a Progress; None when its loss is not a number (nan, inf)."""
+    postfix = bar.group("postfix")
+    loss_match = _LOSS.search(postfix)
+    loss = _float(loss_match.group(1)) if loss_match else None
+    if loss is None:
+        return None
+    lr = _LR.search(postfix)
+    rate = bar.group("rate")
+    speed = float(rate) if rate != "?" else 0.0
+    it_per_s = (speed if bar.group("unit") == "it/s" else 1.0 / speed) if speed else None
+    remaining = bar.group("remaining")
+    return Progress(
+        step=int(bar.group("step")),
+        total=int(bar.group("total")),
+        epoch=int(bar.group("epoch")) if bar.group("epoch") else None,
+        epochs=int(bar.group("epochs")) if bar.group("epochs") else None,
+        loss=loss,
+        lr=_float(lr.group(1)) if lr else None,
+        it_per_s=it_per_s,
+        eta_s=_clock(remaining) if "?" not in remaining else None,
+    )
 
 
 def _float(text: str | float) -> float | None:
