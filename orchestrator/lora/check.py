@@ -45,10 +45,14 @@ def check_lora(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str])
         rank = down.shape[0]
         if rank < 1:
             raise bad_lora(path, f"shape {down.shape}: rank 0", name)
-        if module in ups:
-            up_name, up = ups[module]
-            if up.shape[1] != rank:
-                raise bad_lora(path, f"shape {up.shape} has rank {up.shape[1]}, but {name} has rank {rank}", up_name)
+        if module not in ups:
+            raise bad_lora(path, "a down weight without its up weight (the file is incomplete)", name)
+        up_name, up = ups[module]
+        if up.shape[1] != rank:
+            raise bad_lora(path, f"shape {up.shape} has rank {up.shape[1]}, but {name} has rank {rank}", up_name)
+    for module, (name, _) in ups.items():
+        if module not in downs:
+            raise bad_lora(path, "an up weight without its down weight (the file is incomplete)", name)
     _check_peft_metadata(path, metadata)
 
 

@@ -66,9 +66,6 @@ def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
 
 
 def _parse_header(path: Path, raw: bytes) -> dict[str, Any]:
-    if not raw.startswith(b"{"):
-        raise broken(path, "its header does not start with '{'")
-
     def no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         keys = [k for k, _ in pairs]
         if len(set(keys)) != len(keys):

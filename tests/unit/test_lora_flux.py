@@ -353,7 +353,7 @@ def test_a_truncated_flux_lora_is_named_as_such(tmp_path: Path) -> None:
         (  # a down without its up
             {"lora_unet_single_blocks_0_linear2.lora_down.weight": (R, H + M)},
             "diffusers",
-            "not both",
+            "without its up weight",
         ),
         (  # a Flux module name sd-scripts never writes
             {"lora_unet_double_blocks_0_img_attn_norm.lora_down.weight": (R, H), "lora_unet_double_blocks_0_img_attn_norm.lora_up.weight": (H, R)},
