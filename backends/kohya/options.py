@@ -6,7 +6,8 @@ Two layers, so preset export and a run say the same thing the same way:
 - :func:`build_options`: those plus what one run adds (model, dataset config and output folders, the device, resume,
   sampling, validation, ``backend_args.kohya``), written into the run's config.toml.
 
-Every function here is pure: it reads its arguments and returns values; rendering writes the files.
+The option functions read only their arguments (and the data files beside this module) and return values;
+rendering writes the files. render_accelerate alone looks around: a free port, and Slurm's node placement.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def refuse_secrets(options: dict[str, Any], where: str) -> None:
     secrets = sorted(name for name in options if is_secret(name))
     if secrets:
         raise LoraforgeError(
-            f"{where}.{secrets[0]} holds a secret, which would be written into the run's files"
+            f"{where}.{secrets[0]} holds a secret, which would be written into a file"
             + (f" (and {', '.join(secrets[1:])})" if secrets[1:] else ""),
             "remove it and pass it through the environment instead (wandb reads WANDB_API_KEY, the Hugging Face "
             "hub HF_TOKEN)",

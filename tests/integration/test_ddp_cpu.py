@@ -95,7 +95,7 @@ accelerator.prepare(frozen)  # what sd-scripts does with its U-Net
 def test_accelerate_still_wraps_frozen_modules_on_cpu(real_registry: Path, tmp_path: Path) -> None:
     """The reason loraforge refuses sd-scripts on several CPU processes, checked on the kohya environment's own
     accelerate: a real 2-process gloo run in which preparing a frozen module fails on every rank. When this test
-    fails, accelerate has stopped doing that: lift the refusal in backends/kohya.py render_accelerate."""
+    fails, accelerate has stopped doing that: lift the refusal in backends/kohya/options.py render_accelerate."""
     from orchestrator.distributed import free_port
     from orchestrator.envs import load_registry
     from orchestrator.launch import run_process
