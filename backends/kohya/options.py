@@ -250,18 +250,9 @@ def dataset_values(job: JobSpec, image_dir: Path) -> dict[str, Any]:
 
 
 def prompt_lines(job: JobSpec) -> str:
-    """sd-scripts' prompt file: one prompt a line, its options after `` --``. A line break or an option of the
-    user's own would change what is sampled, so both are refused."""
-    lines = []
-    for i, prompt in enumerate(job.sampling.prompts):
-        if re.search(r"[\r\n\x0b\x0c\x85\u2028\u2029]|(?:^|\s)--\w", prompt):
-            raise LoraforgeError(
-                f"sampling.prompts[{i}] holds a line break or a ' --' option, which sd-scripts' prompt file would "
-                "read as another prompt or as a sampler setting",
-                "write each prompt on one line without '--'; sampling.steps and sampling.seed set the sampler",
-            )
-        lines.append(f"{prompt} --s {job.sampling.steps} --d {job.sampling.seed}\n")
-    return "".join(lines)
+    """sd-scripts' prompt file: one prompt a line, the sampler's settings after `` --``. The job's own validation
+    (Sampling.prompts) refuses a prompt with a line break, a `` --`` or a leading ``#``, which would change it."""
+    return "".join(f"{prompt} --s {job.sampling.steps} --d {job.sampling.seed}\n" for prompt in job.sampling.prompts)
 
 
 def render_accelerate(job: JobSpec, *, cpu: bool) -> str:

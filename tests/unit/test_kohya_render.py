@@ -207,12 +207,13 @@ def test_one_optimizer_table_for_every_optimizer_loraforge_names() -> None:
     assert loraforge_optimizer("PagedAdamW8bit") is None
 
 
-def test_a_prompt_that_would_inject_a_line_or_an_option_is_refused(tmp_path: Path, data: Path) -> None:
-    for prompt in ("a cat\r--w 8192", "a cat --w 8192", "a cat\nanother prompt"):
-        with pytest.raises(LoraforgeError, match="line break or a ' --' option"):
-            render(job(tmp_path, sampling={"every_n_steps": 2, "prompts": [prompt]}))
-    rendered, run = render(job(tmp_path, sampling={"every_n_steps": 2, "prompts": ["a cat -- a dog", "ohwx"]}))
-    assert (run.rendered / "prompts.txt").read_text() == "a cat -- a dog --s 20 --d 42\nohwx --s 20 --d 42\n"
+def test_prompts_are_one_line_each_with_the_sampler_settings(tmp_path: Path, data: Path) -> None:
+    rendered, run = render(job(tmp_path, sampling={"every_n_steps": 2, "prompts": ["a cat", "ohwx, a dog"], "seed": 7}))
+    assert (run.rendered / "prompts.txt").read_text() == "a cat --s 20 --d 7\nohwx, a dog --s 20 --d 7\n"
+    assert config_of(rendered)["sample_prompts"] == str(run.rendered / "prompts.txt")
+    for prompt in ("a cat\r--w 8192", "a cat --w 8192", "a cat\nanother prompt"):  # never reach the file
+        with pytest.raises(ConfigError, match="sampling.prompts"):
+            job(tmp_path, sampling={"every_n_steps": 2, "prompts": [prompt]})
 
 
 awkward = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
