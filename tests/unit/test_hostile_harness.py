@@ -20,6 +20,7 @@ import hashlib
 import io
 import os
 import re
+import resource
 import signal
 import stat
 import subprocess
@@ -33,6 +34,7 @@ import pytest
 
 SECRET = "lfsecret-7Qz9XwV3kP2m"  # planted wherever a case's input carries a secret
 DEADLINE_S = 60  # per case; the slowest case (a 2 GiB zip entry refused) takes a few seconds
+MEMORY_CAP = 3 * 1024**3  # address space a case may add (prep's worker processes inherit the cap)
 
 
 @dataclass
@@ -117,12 +119,26 @@ def deadline(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+@contextmanager
+def memory_cap(extra_bytes: int = MEMORY_CAP) -> Iterator[None]:
+    """At most ``extra_bytes`` more address space while the block runs: a case that would expand a bomb in memory
+    fails with MemoryError (a traceback the checks catch) instead of taking down a machine shared with others."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    in_use = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    cap = in_use + extra_bytes if hard == resource.RLIM_INFINITY else min(hard, in_use + extra_bytes)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def run_cli(argv: list[str], seconds: int = DEADLINE_S) -> Result:
-    """``loraforge ARGV`` in this process, its output captured, under a deadline."""
+    """``loraforge ARGV`` in this process, its output captured, under a deadline and a memory cap."""
     from orchestrator.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    with deadline(seconds), redirect_stdout(out), redirect_stderr(err):
+    with deadline(seconds), memory_cap(), redirect_stdout(out), redirect_stderr(err):
         try:
             code = main(argv)
         except SystemExit as exc:  # argparse's usage errors
