@@ -153,6 +153,7 @@ class Drafts:
         from orchestrator.basemodel import infer_family
         from orchestrator.presets import load_preset_layer, preset_for
 
+        dataset = self._prepared(draft)
         form = {key: form.get(key) for key in FORM_FIELDS}
         base_model = str(form["base_model"] or "").strip()
         if not base_model:
@@ -169,7 +170,7 @@ class Drafts:
             "subject": subject,
             "family": family,
             "trigger": form["trigger"] or None,
-            "dataset": str(self._prepared(draft)),
+            "dataset": str(dataset),
             "output": {"dir": str(self.runs_root)},
         }
         training = {key: form[key] for key in ("steps", "learning_rate", "resolution") if form[key] not in (None, "")}
