@@ -134,7 +134,7 @@ class SimpleTunerBackend:
                 MetricsFile(out / "training_metrics.jsonl", "loss/val/"),  # report_to=simpletuner, one key per set
                 SampleFolder(out / "validation_images", re.compile(r"^step_(?P<step>\d+)_")),
             ],
-            endpoint=endpoint if hooks is not None else None,
+            endpoint=endpoint,
         )
 
     def command(self, job: JobSpec, rendered: Rendered, env: BackendEnv) -> Launch:
