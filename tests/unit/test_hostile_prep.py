@@ -10,6 +10,7 @@ import json
 import os
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -166,18 +167,34 @@ def _local_header(data: bytearray, name: bytes) -> int:
 
 @functools.cache
 def bomb_zip() -> bytes:
-    """A zip of about 2 MB holding one 2 GiB entry of zeros (and three good photos), built once per session."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-        for i in range(3):
-            zf.writestr(f"good{i}.jpg", photo_bytes(i))
-        info = zipfile.ZipInfo("huge.png", (2024, 1, 1, 0, 0, 0))
-        info.compress_type = zipfile.ZIP_DEFLATED
-        with zf.open(info, "w", force_zip64=True) as member:
-            block = bytes(1 << 24)
-            for _ in range(128):
-                member.write(block)
-    return buffer.getvalue()
+    """A 2.3 MB zip holding one 2 GiB entry of zeros (and three good photos). Deflate settles into a steady state on
+    zeros, so the compressed stream of 128 blocks of 16 MiB is the first block's output, then the second's 127 times,
+    then the flush: built in a second instead of compressing 2 GiB."""
+    block = bytes(1 << 24)
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    first, steady = compressor.compress(block), compressor.compress(block)
+    assert compressor.compress(block) == steady, "deflate did not settle: build the bomb the slow way"
+    stream = first + steady * 127 + compressor.flush()
+    crc = 0
+    for _ in range(128):
+        crc = zlib.crc32(block, crc)
+    members = [(f"good{i}.jpg", zipfile.ZIP_STORED, photo_bytes(i)) for i in range(3)]
+    entries = [(name, method, zlib.crc32(data), data, len(data)) for name, method, data in members]
+    entries.append(("huge.png", zipfile.ZIP_DEFLATED, crc, stream, 128 << 24))
+    return raw_zip(entries)
+
+
+def raw_zip(entries: list[tuple[str, int, int, bytes, int]]) -> bytes:
+    """A zip from (name, method, crc, compressed bytes, uncompressed size) members, written by hand."""
+    local, central = bytearray(), bytearray()
+    for name, method, crc, data, size in entries:
+        raw_name = name.encode()
+        fields = struct.pack("<HHHHHIIIHH", 20, 0, method, 0, 0x21, crc, len(data), size, len(raw_name), 0)
+        central += b"PK\x01\x02" + struct.pack("<H", 20) + fields + struct.pack("<HHHII", 0, 0, 0, 0, len(local))
+        central += raw_name
+        local += b"PK\x03\x04" + fields + raw_name + data
+    end = struct.pack("<HHHHIIH", 0, 0, len(entries), len(entries), len(central), len(local), 0)
+    return bytes(local + central + b"PK\x05\x06" + end)
 
 
 def the_bomb(world: World) -> None:

@@ -328,3 +328,28 @@ def test_a_killed_launcher_is_shown_killed_for_real(tmp_path: Path) -> None:
     result = run_cli(["runs", "show", str(run)])
     assert result.code == 0 and "kohya, killed," in result.text and f"loraforge resume {run}" in result.text
     assert json.loads((run / "run.json").read_text())["status"] == "running", "a reader must not rewrite run.json"
+
+
+# --- text from files and trainers is printed as text, never as rich markup ------------------------------------
+
+MARKUP = "runs/[/]photos [me]/x"  # "[/]" makes rich raise; "[me]" would be eaten as a style tag
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="lead (orchestrator/display.py): event text (failure messages, hints, checkpoint and LoRA paths) is printed "
+    "as rich markup: '[/]' raises MarkupError mid-run and '[me]' vanishes; print Text(...) or markup=False",
+)
+@pytest.mark.parametrize("display", ["PlainDisplay", "QuietDisplay"])
+def test_the_display_prints_paths_and_messages_as_they_are(display: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator import display as module
+    from orchestrator.events import Checkpoint, Failure, Finished
+
+    shown = getattr(module, display)()
+    for event in (
+        Failure("other", f"boom in {MARKUP}", f"look at {MARKUP}", [], MARKUP),
+        Checkpoint(MARKUP, 3),
+        Finished(MARKUP, 1.0),
+    ):
+        shown.handle(event)
+    assert capsys.readouterr().err.count(MARKUP) >= 2
