@@ -7,13 +7,16 @@
 - Ctrl-C or SIGTERM (or :meth:`Child.stop`) forwards SIGINT to the group, waits, then SIGTERM, then SIGKILL.
 - A log that can no longer be written (disk full, I/O error, a read-only remount) never stops the draining: the
   thread stops writing that log and keeps reading the pipe, the trainer is stopped the same way (with a shorter
-  grace: it cannot save anything either), and the result says which file failed and why.
+  grace: it cannot save anything either), and the result says which file failed and why. A disk that stays
+  completely full is noticed even before a log write fails (a quiet trainer may not write for minutes, and the
+  last block of a log absorbs a few KiB): the same stop, the same result.
 - The child's exit status decides ours: a signal death is reported as 128 + signal number.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import queue
 import signal
@@ -30,6 +33,10 @@ CHUNK = 64 * 1024
 # Grace before each escalation when the trainer is stopped because its log cannot be written: it cannot write a
 # checkpoint either, and loraforge must be back within 30 s even if the trainer ignores SIGINT and SIGTERM.
 LOG_FAILURE_GRACE_S = 5.0
+# The logs' disk is checked this often; with no free block for DISK_FULL_FOR_S in a row (not a moment's spike of
+# someone else's temp file), the disk is full: nothing the trainer saves from now on can be written.
+DISK_CHECK_S = 1.0
+DISK_FULL_FOR_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class Child:
         grace_s: float = 15.0,
     ) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = log_dir
         self.grace_s = grace_s
         self.interrupted = False
         self._lock = threading.Lock()
@@ -188,7 +196,10 @@ class Child:
         open_streams = 2
         escalation: list[tuple[float, int]] = []
         sent_stop = False
+        disk = _DiskWatch(self.log_dir)
         while True:
+            if not sent_stop and disk.full_for(DISK_FULL_FOR_S):
+                self._log_failed(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.log_dir)), self.log_dir)
             if self._stop_requested.is_set() and not sent_stop:
                 sent_stop = True
                 now = time.monotonic()
@@ -227,6 +238,31 @@ class Child:
                 return
             if data and on_output is not None:
                 on_output(stream, data)
+
+
+class _DiskWatch:
+    """Whether the disk under ``folder`` has had no free block for a while (checked every DISK_CHECK_S)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.next_check = 0.0
+        self.full_since: float | None = None
+
+    def full_for(self, seconds: float) -> bool:
+        now = time.monotonic()
+        if now >= self.next_check:
+            self.next_check = now + DISK_CHECK_S
+            self.full_since = (self.full_since or now) if _no_free_block(self.folder) else None
+        return self.full_since is not None and now - self.full_since >= seconds
+
+
+def _no_free_block(folder: Path) -> bool:
+    try:
+        fs = os.statvfs(folder)
+    except OSError:
+        return False
+    free = fs.f_bfree if os.geteuid() == 0 else fs.f_bavail  # root may write into the blocks reserved for it
+    return fs.f_blocks > 0 and free == 0
 
 
 class forward_signals:

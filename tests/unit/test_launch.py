@@ -3,6 +3,7 @@ fails under the logs (full, read-only) stops the trainer instead of hanging."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
@@ -297,6 +298,38 @@ def test_logs_on_a_read_only_disk_end_the_same_way(tmp_path: Path) -> None:
         assert result.log_error is not None and result.log_error.errno == errno.EROFS
         assert result.log_error.filename.startswith(str(disk / "logs"))
         assert _gone(result.pid)
+
+
+def test_a_quiet_trainer_on_a_disk_that_fills_is_stopped_without_a_failed_write(tmp_path: Path) -> None:
+    """A trainer that prints a line a minute (its log's last block would take those for a long time): the disk
+    stays full, and that alone stops it within seconds."""
+    script = _script(
+        tmp_path,
+        "quiet.py",
+        """
+        import time
+        print("loading", flush=True)
+        time.sleep(120)
+        """,
+    )
+    with small_tmpfs("1m") as disk:
+        child = Child([sys.executable, str(script)], env=None, cwd=None, log_dir=disk / "logs", grace_s=15)
+        filled: list[float] = []
+
+        def fill_once(stream: str, data: bytes) -> None:
+            if not filled:
+                with (disk / "filler").open("wb", buffering=0) as f:
+                    for size in (1 << 16, 1):
+                        with contextlib.suppress(OSError):
+                            while True:
+                                f.write(b"\0" * size)
+                filled.append(time.monotonic())
+
+        result = child.wait(fill_once)
+        assert time.monotonic() - filled[0] < 15
+        assert result.log_error is not None and result.log_error.errno == errno.ENOSPC
+        assert result.log_error.filename == str(disk / "logs")
+        assert _gone(result.pid) and (disk / "logs" / "stdout.log").read_bytes() == b"loading\n"
 
 
 def test_a_handler_that_raises_takes_the_child_down_with_it(tmp_path: Path) -> None:
