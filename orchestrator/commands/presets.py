@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from orchestrator.presets import builtin_names, describe, load_preset_layer
+    from orchestrator.presets import builtin_names, describe, load_preset_layer, write_preset_file
 
     if args.action == "list":
         for name in builtin_names():
@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  not for simpletuner: {line}")
         text = yaml.safe_dump(report.layer, sort_keys=False, allow_unicode=True)
         if args.out:
-            Path(args.out).write_text(f"# imported from {Path(args.file).name} by `loraforge presets import`\n" + text)
+            header = f"# imported from {Path(args.file).name} by `loraforge presets import`\n"
+            write_preset_file(Path(args.out), header + text)
             print(f"wrote {args.out}")
         else:
             sys.stdout.write(text)
@@ -61,10 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
     layer = load_preset_layer(args.source)
     if args.to == "kohya-gui":
-        Path(args.out).write_text(json.dumps(to_kohya_gui(layer), indent=4) + "\n", encoding="utf-8")
+        write_preset_file(Path(args.out), json.dumps(to_kohya_gui(layer), indent=4) + "\n")
     else:
         import tomli_w
 
-        Path(args.out).write_text(tomli_w.dumps(to_sd_scripts(layer)), encoding="utf-8")
+        write_preset_file(Path(args.out), tomli_w.dumps(to_sd_scripts(layer)))
     print(f"wrote {args.out}")
     return 0

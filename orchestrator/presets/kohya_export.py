@@ -12,17 +12,14 @@ from typing import Any
 
 from backends.kohya.options import refuse_secrets, training_options
 from orchestrator.job import JobSpec, build_job, merge_layers
-from orchestrator.presets.kohya_values import gui_lora_type, rules
-
-# A preset layer need not say what a job must: placeholders make it a JobSpec; nothing of them is exported.
-_PLACEHOLDER = {"name": "preset", "base_model": "-", "dataset": "-"}
+from orchestrator.presets.kohya_values import PLACEHOLDER, gui_lora_type, rules
 
 
 def _job(layer: dict[str, Any]) -> JobSpec:
     refuse_secrets(layer.get("backend_args", {}).get("kohya", {}), "backend_args.kohya")
     training = layer.get("training", {})
     length = {} if training.get("steps") or training.get("epochs") else {"training": {"epochs": 1}}
-    return build_job(merge_layers(_PLACEHOLDER, length, layer), "preset")
+    return build_job(merge_layers(PLACEHOLDER, length, layer), "preset")
 
 
 def _sets_length(layer: dict[str, Any]) -> bool:

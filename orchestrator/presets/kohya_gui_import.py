@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.kohya.options import is_secret, sd_scripts_options
+from orchestrator.errors import LoraforgeError
 from orchestrator.presets.kohya_values import (
     SECRET,
     Entry,
@@ -47,14 +48,12 @@ def import_kohya_gui(data: dict[str, Any], source: str = "preset") -> ImportRepo
         lora_type=lora_type,
         network_type=lora_types().get(lora_type),
         noise_type=str(data.get("noise_offset_type", "Original")),
-        steps=convert("int_or_unset", data.get("max_train_steps")),
+        steps=_steps_set(data.get("max_train_steps"), source),
     )
-    for key in sorted(data, key=str.lower):
-        value = data[key]
+
+    def rule(key: str, value: Any) -> None:
         action, target, note = table.get(key, ("", "", ""))
-        if is_secret(key):
-            imp.secret(key)
-        elif action == "ignore":
+        if action == "ignore":
             imp.ignore(key, note)
         elif action == "field":
             path, _, kind = target.partition(":")
@@ -78,7 +77,15 @@ def import_kohya_gui(data: dict[str, Any], source: str = "preset") -> ImportRepo
             _passed_through(imp, key, value)
         else:
             imp.ignore(key, "GUI-only: not an sd-scripts option")
-    return imp.report
+
+    return imp.each(data, rule)
+
+
+def _steps_set(value: Any, source: str) -> int | None:
+    try:
+        return convert("int_or_unset", value)
+    except (ValueError, TypeError) as exc:
+        raise LoraforgeError(f"{source}: max_train_steps cannot be read ({exc})", "give a number of steps") from None
 
 
 def _network_arg(imp: Importer, key: str, value: Any, target: str, action: str, preset: Preset) -> None:
@@ -201,7 +208,13 @@ def _attention(imp: Importer, key: str, value: Any, preset: Preset) -> None:
 def _additional(imp: Importer, key: str, value: Any, preset: Preset) -> None:
     """``--name value`` arguments: an option loraforge models (e.g. --lr_warmup_steps) goes to its field, the rest
     to backend_args.kohya; a secret is named and dropped."""
-    args = parse_cli_args(str(value or ""))
+    try:
+        args = parse_cli_args(str(value or ""))
+    except ValueError as exc:  # an unclosed quote; the text itself is not quoted: it may hold a secret
+        raise LoraforgeError(
+            f"{imp.report.source}: {key} cannot be split into --name value arguments ({exc})",
+            "close the quote in the preset's additional parameters, or delete the key",
+        ) from None
     if not args:
         imp.ignore(key, "empty")
         return

@@ -32,9 +32,13 @@ def import_file(path: Path) -> ImportReport:
             return import_kohya_gui(data, path.name)
         if suffix == ".toml":
             return import_sd_scripts_toml(tomllib.loads(path.read_text(encoding="utf-8")), path.name)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
+    except (ValueError, tomllib.TOMLDecodeError) as exc:  # not JSON / TOML, not UTF-8
         raise LoraforgeError(
             f"{path} cannot be read: {exc}", "is it a Kohya GUI .json preset or an sd-scripts .toml?"
+        ) from None
+    except RecursionError:  # the parsers recurse per level of [ or {
+        raise LoraforgeError(
+            f"{path} cannot be read: it nests too deeply to be a preset", "is it a Kohya GUI .json or sd-scripts .toml?"
         ) from None
     raise LoraforgeError(
         f"{path}: unknown preset format {suffix!r}", "use a Kohya GUI .json, an sd-scripts .toml or a .yaml preset"

@@ -6,20 +6,26 @@ own options and optimizers are in backends/kohya); the importers (kohya_gui_impo
 
 from __future__ import annotations
 
+import math
+import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, get_args
 
-from backends.kohya.options import loraforge_optimizer, sd_scripts_options
-from orchestrator.job import NetworkType, Scheduler
+from backends.kohya.options import is_secret, loraforge_optimizer, sd_scripts_options
+from orchestrator.errors import ConfigError, LoraforgeError
+from orchestrator.job import NetworkType, Scheduler, build_job, merge_layers
 
 HERE = Path(__file__).resolve().parent
 SCHEDULERS = frozenset(get_args(Scheduler))
 # network types sd-scripts trains through lycoris.kohya with algo=<type> (the others: networks.lora, networks.dylora)
 LYCORIS_ALGOS = frozenset(get_args(NetworkType)) - {"lora"}
 SECRET = "secret: not imported"
+# A preset need not say what a job must: these make a layer a JobSpec to check or export; none of them is kept.
+PLACEHOLDER = {"name": "preset", "base_model": "-", "dataset": "-"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,29 @@ class Importer:
     def __init__(self, source: str, kind: str) -> None:
         self.report = ImportReport(source, kind, {})
 
+    def each(self, data: dict[str, Any], rule: Callable[[str, Any], None]) -> ImportReport:
+        """Apply ``rule`` to every key, secrets aside (named, their value never looked at); a value no rule can read
+        stops the import naming its key, then every imported value is checked against the job's own rules."""
+        for key in sorted(data, key=str.lower):
+            if is_secret(key):
+                self.secret(key)
+                continue
+            value = data[key]
+            if not finite(value):
+                raise LoraforgeError(
+                    f"{self.report.source}: {key} is {short(value)}, not a finite number",
+                    "give a number (or delete the key: the default applies)",
+                )
+            try:
+                rule(key, value)
+            except (ValueError, TypeError) as exc:
+                raise LoraforgeError(
+                    f"{self.report.source}: {key} = {short(value, 60)} cannot be read ({short(exc, 120)})",
+                    "fix the value in the preset, or delete the key (the default applies)",
+                ) from None
+        check_layer(self.report)
+        return self.report
+
     def map(self, key: str, path: str, value: Any, why: str = "") -> None:
         put(self.report.layer, path, value)
         self.report.entries.append(Entry(key, "mapped", f"{path} = {value!r}" + (f" ({why})" if why else "")))
@@ -82,6 +111,43 @@ class Importer:
             self.map(key, "training.scheduler", name)
         else:
             self.kohya(key, "lr_scheduler", name)
+
+
+def check_layer(report: ImportReport) -> None:
+    """The imported settings must make a valid job (a negative learning rate, a rank of 0 are refused here, not
+    at training time); each problem names the preset key it came from."""
+    training = report.layer.get("training", {})
+    length = {} if training.get("steps") or training.get("epochs") else {"training": {"epochs": 1}}
+    try:
+        build_job(merge_layers(PLACEHOLDER, length, report.layer), report.source)
+    except ConfigError as exc:
+        problems = []
+        for problem in exc.problems:
+            path = problem.partition(":")[0]
+            said = re.compile(rf"(?:^|[ ,]){re.escape(path)}(?: =|,|;|$)")
+            keys = [e.key for e in report.mapped() if said.search(e.detail)]
+            problems.append(f"{' / '.join(keys) or path} -> {problem}")
+        raise LoraforgeError(
+            f"{report.source}: settings loraforge cannot train with: " + "; ".join(problems),
+            "fix those keys in the preset, or delete them (the defaults apply)",
+        ) from None
+
+
+def finite(value: Any, depth: int = 0) -> bool:
+    """No NaN or infinity anywhere in a value (JSON's NaN/Infinity, TOML's nan/inf)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)) and depth < 50:
+        return all(finite(v, depth + 1) for v in value)
+    if isinstance(value, dict) and depth < 50:
+        return all(finite(v, depth + 1) for v in value.values())
+    return True
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """A value as an error message quotes it: one line, cut."""
+    text = " ".join((str(value) if isinstance(value, BaseException) else repr(value)).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def put(layer: dict[str, Any], path: str, value: Any) -> None:

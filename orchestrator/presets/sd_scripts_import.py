@@ -39,13 +39,14 @@ def import_sd_scripts_toml(data: dict[str, Any], source: str = "config") -> Impo
     imp = Importer(source, "sd-scripts")
     table = rules("sd_scripts_keys.tsv")
     flat = _flatten(data)
-    network_args = _parse_network_args(flat.get("network_args"))
-    for key in sorted(flat, key=str.lower):
-        value = flat[key]
+    try:
+        network_args = _parse_network_args(flat.get("network_args"))
+    except ValueError as exc:  # an unclosed quote: the text is not quoted back, it may hold a secret
+        raise LoraforgeError(f"{source}: network_args cannot be split into name=value items ({exc})") from None
+
+    def rule(key: str, value: Any) -> None:
         action, target, note = table.get(key, ("", "", ""))
-        if is_secret(key):
-            imp.secret(key)
-        elif action == "ignore":
+        if action == "ignore":
             imp.ignore(key, note)
         elif action == "field":
             path, _, kind = target.partition(":")
@@ -67,7 +68,8 @@ def import_sd_scripts_toml(data: dict[str, Any], source: str = "config") -> Impo
             imp.kohya(key, key, typed_option(key, value) if not empty(value) else value)
         else:
             imp.ignore(key, "not an option of sd-scripts' train_network.py")
-    return imp.report
+
+    return imp.each(flat, rule)
 
 
 def _network_module(imp: Importer, key: str, module: str, network_args: dict[str, Any]) -> None:
