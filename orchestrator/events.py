@@ -154,12 +154,24 @@ def _required(f: Any) -> bool:
     return f.default is MISSING and f.default_factory is MISSING
 
 
+# The JSON value types each annotation an event field may have accepts (a float field takes 3 as well as 3.0).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "None": (type(None),),
+    "list[str]": (list,),
+}
+
+
 def _allowed(annotation: str) -> tuple[type, ...]:
     """The JSON types a field's annotation (a string, as ``from __future__ import annotations`` leaves it) allows."""
-    allowed: list[type] = []
+    allowed: tuple[type, ...] = ()
     for part in (p.strip() for p in annotation.split("|")):
-        allowed += {"int": [int], "float": [int, float], "str": [str], "None": [type(None)], "list[str]": [list]}[part]
-    return tuple(allowed)
+        if part not in _JSON_TYPES:
+            raise TypeError(f"an event field of type {annotation}: add how to check {part} to _JSON_TYPES")
+        allowed += _JSON_TYPES[part]
+    return allowed
 
 
 _FIELD_TYPES = {cls: {f.name: _allowed(str(f.type)) for f in fields(cls)} for cls in _TYPES.values()}
