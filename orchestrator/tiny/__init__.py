@@ -52,3 +52,34 @@ def tiny_sdxl_kohya(python: Path, *, root: Path | None = None) -> Path:
     """An SDXL diffusers folder sd-scripts trains (and SimpleTuner too): SDXL's full UNet (fixed in sd-scripts),
     shallow text encoders of SDXL's widths, tiny VAE. ~5.2 GB (UNet in fp16), built once and cached."""
     return build_cached("sdxl_kohya_script.py", python, name="sdxl-kohya", root=root)
+
+
+def _siblings(name: str, *scripts: str) -> str:
+    """``name`` tagged with the content of the sibling scripts a builder imports (build_cached hashes only its own
+    script), so a changed tokenizer recipe rebuilds every model that uses it."""
+    digest = hashlib.sha256(b"".join((HERE / s).read_bytes() for s in scripts)).hexdigest()[:6]
+    return f"{name}-{digest}"
+
+
+def tiny_sd3(python: Path, *, root: Path | None = None) -> Path:
+    """An SD3.5 model in both trainers' layouts from the same weights: the folder is a StableDiffusion3Pipeline
+    (MMDiT with two blocks, hidden 128, SD3.5-large block type; CLIP-L, CLIP-G and T5 of their real widths with one
+    zero layer; SD3's 16-channel VAE at full size) for SimpleTuner (model_family sd3) and diffusers, ~0.4 GB;
+    ``kohya/`` holds sd3_train_network.py's single files (sd3, clip_l, clip_g, t5xxl, vae .safetensors and
+    tokenizers/), the text encoders at the full size sd-scripts fixes, as sparse files (T5-XXL reads as 9.5 GB, ~2 MB
+    on disk; sd-scripts maps it all in bf16). ~20 s to build. ``python`` needs diffusers >= 0.33 (SimpleTuner's venv)."""
+    name = _siblings("sd3", "flux_script.py", "sdxl_script.py")
+    return build_cached("sd3_script.py", python, name=name, root=root)
+
+
+def tiny_chroma(python: Path, *, root: Path | None = None) -> Path:
+    """A Chroma model in both trainers' layouts from the same weights: the folder is a ChromaPipeline (one double and
+    one single block at Chroma's fixed width 3072, ~420 M parameters; T5 of width 4096 with one zero layer; the
+    16-channel VAE) for SimpleTuner (model_family chroma) and diffusers, ~1.9 GB; ``kohya/`` holds
+    `flux_train_network.py --model_type chroma`'s single files (chroma, t5xxl, ae .safetensors and tokenizers/):
+    sd-scripts builds only the full 8.9 B Chroma, so its file is full size with the other 55 blocks zero, a sparse
+    file (17.8 GB read, ~0.7 GB on disk) that computes what the small one does; sd-scripts maps and computes all of
+    it (bf16, ~5 min a step on 2 cores). ~50 s and ~4.5 GB of RAM to build.
+    ``python`` needs diffusers >= 0.35 (SimpleTuner's venv)."""
+    name = _siblings("chroma", "sd3_script.py", "flux_script.py", "sdxl_script.py")
+    return build_cached("chroma_script.py", python, name=name, root=root)
