@@ -61,6 +61,39 @@ def _siblings(name: str, *scripts: str) -> str:
     return f"{name}-{digest}"
 
 
+def tiny_lumina2(python: Path, *, root: Path | None = None) -> Path:
+    """A ~2 MB Lumina Image 2.0 diffusers folder (Lumina2Pipeline: Next-DiT hidden 32, two-layer Gemma 2, 16-channel
+    VAE) that SimpleTuner (model_family lumina2) and diffusers load. ``python`` needs diffusers >= 0.33 (SimpleTuner's
+    venv). sd-scripts cannot train it: see tiny_lumina2_kohya."""
+    return build_cached("lumina2_script.py", python, name=_siblings("lumina2", "sdxl_script.py"), root=root)
+
+
+def tiny_lumina2_kohya(python: Path, *, root: Path | None = None) -> Path:
+    """Lumina Image 2.0 at the geometry sd-scripts fixes in its source (Next-DiT 2B and Gemma 2 2B full size, FLUX
+    AE; tiny tokenizer), random bf16 weights written twice from the same numbers: ``kohya/`` holds the single files
+    lumina_train_network.py takes (lumina2, gemma2, ae .safetensors and tokenizer_cache/), the folder itself is a
+    Lumina2Pipeline for SimpleTuner and diffusers. ~15 GB, ~4 min to build on 2 cores with ~3 GB of RAM: built once,
+    cached. ``python`` needs diffusers >= 0.33 (SimpleTuner's venv)."""
+    name = _siblings("lumina2-kohya", "lumina2_script.py", "sdxl_script.py")
+    return build_cached("lumina2_kohya_script.py", python, name=name, root=root)
+
+
+def tiny_qwen_image(python: Path, *, root: Path | None = None) -> Path:
+    """A ~11 MB Qwen-Image diffusers folder (QwenImagePipeline: transformer hidden 32, two-layer Qwen2.5-VL, Qwen's
+    causal VAE at base width 16) that SimpleTuner (model_family qwen_image, model_flavour v1.0) and diffusers load.
+    ``python`` needs diffusers >= 0.35 (SimpleTuner's venv)."""
+    return build_cached("qwen_image_script.py", python, name=_siblings("qwen-image", "sdxl_script.py"), root=root)
+
+
+def tiny_flux2(python: Path, *, root: Path | None = None) -> Path:
+    """A ~3 MB FLUX.2-dev diffusers folder (Flux2Pipeline: transformer hidden 32, thirty-layer Mistral-3 of width 32,
+    32-channel VAE) that SimpleTuner (model_family flux2, model_flavour dev) and diffusers load. SimpleTuner loads
+    Mistral-3 only by its hub id, so run it with HF_HUB_CACHE=<folder>/hf-cache (a hub cache entry for that id,
+    links into the folder). ``python`` needs diffusers >= 0.36 (SimpleTuner's venv)."""
+    name = _siblings("flux2", "qwen_image_script.py", "sdxl_script.py")
+    return build_cached("flux2_script.py", python, name=name, root=root)
+
+
 def tiny_sd3(python: Path, *, root: Path | None = None) -> Path:
     """An SD3.5 model in both trainers' layouts from the same weights: the folder is a StableDiffusion3Pipeline
     (MMDiT with two blocks, hidden 128, SD3.5-large block type; CLIP-L, CLIP-G and T5 of their real widths with one
