@@ -4,6 +4,7 @@ every one ends in one line naming the setting or file and the fix, or renders wh
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -143,6 +144,24 @@ def caption_is_utf8(world: World, result: Result) -> None:
     assert captions, "no caption in the run's copy"
     for caption in captions:
         caption.read_bytes().decode("utf-8")
+
+
+def broken_base_model(content: bytes) -> Setup:
+    """Setup: the valid job without a family (so it is inferred from the model file) and a broken model file."""
+
+    def setup(world: World) -> None:
+        path = job_file(world)
+        (world.inputs / "model.safetensors").write_bytes(content)
+        path.write_text(path.read_text(encoding="utf-8").replace("family: sd15\n", ""), encoding="utf-8")
+
+    return setup
+
+
+BASE_MODEL_FIX = (
+    "lead (orchestrator/basemodel.py safetensors_keys): a broken base model file crashes family inference "
+    "(struct.error, RecursionError); read the header with orchestrator.lora.safetensors_io.read_header, which "
+    "refuses it in one line naming the file"
+)
 
 
 def render_onto_file(world: World) -> None:
@@ -316,6 +335,22 @@ CASES = [
         2,
         r"base model .*does not exist",
         job("base_model: /nonexistent/model.safetensors\n"),
+    ),
+    Case("base-model-an-empty-file", RENDER, 2, r"model\.safetensors", broken_base_model(b""), xfail=BASE_MODEL_FIX),
+    Case(
+        "base-model-header-nested-deeply",
+        RENDER,
+        2,
+        r"model\.safetensors",
+        broken_base_model(struct.pack("<Q", 200_000) + b"[" * 200_000),
+        xfail=BASE_MODEL_FIX,
+    ),
+    Case(
+        "base-model-header-cut-short",
+        RENDER,
+        2,
+        r"model\.safetensors",
+        broken_base_model(struct.pack("<Q", 10**6) + b"{"),
     ),
     Case("dataset-missing", RENDER, 2, r"nothere", job(data="/nonexistent/nothere"), nothing_written),
     Case("dataset-empty", RENDER, 2, r"no images", other_data(lambda folder: None), nothing_written),
