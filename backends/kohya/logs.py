@@ -16,6 +16,7 @@ names the exception (orchestrator.failures), even after hundreds of lines of a s
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -132,7 +133,13 @@ class KohyaLogParser:
         return events
 
     def failure(self, returncode: int | None) -> Failure:
-        return with_rank(describe("sd-scripts", "kohya", self.watch, returncode), self.ranks.failure(), "sd-scripts")
+        failure = describe("sd-scripts", "kohya", self.watch, returncode)
+        ranked = self.ranks.failure()
+        if ranked is not None and failure.kind == "distributed":
+            # torchrun's ChildFailedError follows every multi-process failure: with_rank tells a rank's own error
+            # from a timeout or a lost peer, each with its own kind and hint
+            failure = replace(failure, kind="other")
+        return with_rank(failure, ranked, "sd-scripts")
 
     # --- lines ------------------------------------------------------------------------------------------------------
 
