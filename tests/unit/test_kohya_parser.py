@@ -25,13 +25,23 @@ EXPECTED = {
     "fail1.log": (None, [], None, [], 1, "model_not_found"),
     "run0_torchvision_missing.log": (None, [], None, [], 1, "not_installed"),
 }
+# sd-scripts' own runs in tests/fixtures (stderr.log and stdout.log per folder) -> whether the run failed
+OWN_LOGS = {
+    "kohya/validation": False,
+    "kohya/mismatch": True,
+    "kohya/sd3": False,
+    "kohya/chroma": False,
+    "kohya/lumina2": False,
+    "kohya/lumina2/fail_diffusers_folder": True,
+    "ddp/kohya-2cpu-fail": True,
+}
 # every log the parser is tested on: (folder, stderr or combined log, stdout log or None)
 ALL_LOGS = [("shared", name, expected[0]) for name, expected in EXPECTED.items()] + [
-    ("own", "kohya/validation/stderr.log", "kohya/validation/stdout.log"),
-    ("own", "ddp/kohya-2cpu-fail/stderr.log", "ddp/kohya-2cpu-fail/stdout.log"),
-    ("own", "kohya/mismatch/stderr.log", "kohya/mismatch/stdout.log"),
+    ("own", f"{folder}/stderr.log", f"{folder}/stdout.log") for folder in OWN_LOGS
 ]
-FAILED = {"fail1.log", "run0_torchvision_missing.log", "ddp/kohya-2cpu-fail/stderr.log", "kohya/mismatch/stderr.log"}
+FAILED = {"fail1.log", "run0_torchvision_missing.log"} | {
+    f"{folder}/stderr.log" for folder, failed in OWN_LOGS.items() if failed
+}
 
 
 def replay(folder: Path, name: str, stdout: str | None, chunk: int, returncode: int | None) -> list[Event]:
@@ -52,6 +62,8 @@ def _folder(fixtures_dir: Path, where: str) -> Path:
 def test_every_kohya_fixture_is_covered(fixtures_dir: Path) -> None:
     logs = {p.name for p in (fixtures_dir / "logs" / "kohya").iterdir() if p.suffix in (".log", ".stderr")}
     assert logs == set(EXPECTED)
+    own = [*OWN_FIXTURES.glob("kohya/**/stderr.log"), *OWN_FIXTURES.glob("ddp/kohya-*/stderr.log")]
+    assert {p.parent.relative_to(OWN_FIXTURES).as_posix() for p in own} == set(OWN_LOGS)
 
 
 @pytest.mark.parametrize("chunk", [1, 13, 4096])
