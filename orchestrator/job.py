@@ -89,6 +89,22 @@ class Sampling(_Model):
     seed: int = 42
     steps: int = Field(20, ge=1)
 
+    @field_validator("prompts")
+    @classmethod
+    def _one_line_each(cls, prompts: list[str]) -> list[str]:
+        """sd-scripts' prompt file is one prompt a line, its options after ` --` (--w 8192, --n ...), `#` a comment:
+        a prompt must be one non-empty line that starts no comment and holds no option."""
+        for i, prompt in enumerate(prompts):
+            if not prompt.strip():
+                raise ValueError(f"prompt {i} is empty")
+            if re.search(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]", prompt):
+                raise ValueError(f"prompt {i} holds a line break or control character: write it on one line")
+            if re.search(r"(?:^|\s)--", prompt):
+                raise ValueError(f"prompt {i} holds ' --', which starts a sampler option (--w 8192) in sd-scripts")
+            if prompt.lstrip().startswith("#"):
+                raise ValueError(f"prompt {i} starts with '#', which sd-scripts' prompt file reads as a comment")
+        return prompts
+
 
 class Output(_Model):
     dir: Path = Field(Path("runs"), description="folder that holds run folders")
@@ -133,6 +149,17 @@ class JobSpec(_Model):
     backend_args: dict[str, dict[str, ArgValue]] = Field(
         default_factory=dict, description="raw options passed to one backend only, e.g. backend_args.kohya"
     )
+
+    @field_validator("backend_args")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, dict[str, ArgValue]]) -> dict[str, dict[str, ArgValue]]:
+        from orchestrator.secrets import HOW_TO_PASS, is_secret
+
+        for backend, options in value.items():
+            secrets = sorted(name for name in options if is_secret(name))
+            if secrets:  # named, never shown: a job file is written into every run folder
+                raise ValueError(f"backend_args.{backend}.{secrets[0]} holds a secret; {HOW_TO_PASS}")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -184,7 +211,10 @@ def _deep_update(target: dict[str, Any], source: dict[str, Any]) -> None:
 
 
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
-MAX_ALIASES = 100  # YAML aliases a settings file may use: enough for any real file, far too few for a bomb
+MAX_ALIASES = 100  # YAML aliases a settings file may use: enough for any real file
+# Values a settings file may expand to through its aliases: 9 levels of 9 aliases each (81 aliases) already expand to
+# 9^9 values, so the count of aliases alone is no bound on a "billion laughs" file; this is.
+MAX_EXPANDED = 100_000
 MAX_YAML_BYTES = 1024 * 1024
 
 
@@ -204,6 +234,12 @@ class StrictLoader(yaml.SafeLoader):
                 raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name): refused")
         return super().compose_node(parent, index)
 
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        if node is not None and _expanded_size(node, {}) > MAX_EXPANDED:
+            raise yaml.YAMLError(f"its aliases expand to more than {MAX_EXPANDED} values (a 'billion laughs'): refused")
+        return node
+
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: set[Any] = set()
         for key_node, _ in node.value:
@@ -216,6 +252,21 @@ class StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` becomes with every alias expanded (a shared node counts once per use); capped just
+    above MAX_EXPANDED. A node met again while its own size is being counted (a recursive alias) counts as too many."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = MAX_EXPANDED + 1
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    sizes[id(node)] = min(total, MAX_EXPANDED + 1)
+    return sizes[id(node)]
 
 
 StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
@@ -323,6 +374,8 @@ def describe_error(err: Any) -> str:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
+    if "holds a secret" in msg:
+        return f"{path}: {_short(msg, 200)}"  # the value is never shown
     return f"{path}: got {given}; {_short(msg, 200)}"
 
 

@@ -13,7 +13,6 @@ rendering writes the files. render_accelerate alone looks around: a free port, a
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -24,6 +23,7 @@ from orchestrator.distributed import free_port, node_placement
 from orchestrator.errors import LoraforgeError
 from orchestrator.job import JobSpec
 from orchestrator.render import render_template
+from orchestrator.secrets import HOW_TO_PASS, is_secret
 from orchestrator.steps import validation_interval
 
 SCRIPTS = {"sd15": "train_network.py", "sdxl": "sdxl_train_network.py", "flux": "flux_train_network.py"}
@@ -33,10 +33,6 @@ TOKENIZER_FOLDERS = {
     "tokenizer_2": "laion_CLIP-ViT-bigG-14-laion2B-39B-b160k",
 }
 # An option whose name says it holds a credential. Matched on words, so max_token_length or keep_tokens are not.
-_SECRET = re.compile(
-    r"(?:^|_)(?:password|passwd|secret)(?:_|$)|(?:^|_)(?:key|token|apikey)$|api_?key|access_?key|private_?key|"
-    r"(?:auth|access|bearer)_?token"
-)
 
 
 # --- sd-scripts' own options and its optimizers: data files beside this module -------------------------------------
@@ -89,13 +85,6 @@ def loraforge_optimizer(optimizer_type: str) -> str | None:
 # --- secrets ------------------------------------------------------------------------------------------------------
 
 
-def is_secret(name: str) -> bool:
-    """Whether an option's name says it holds a key, token, password or secret (``wandb_api_key``,
-    ``huggingface_token``, ``--hf-token``, ``apiKey``). Such values never go into a rendered or exported file."""
-    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.strip().lstrip("-")).lower().replace("-", "_")
-    return _SECRET.search(snake) is not None
-
-
 def refuse_secrets(options: dict[str, Any], where: str) -> None:
     """A secret-named option is refused by name (its value is never shown): files loraforge writes are read by
     people it is shared with, and rendered files outlive the run."""
@@ -104,8 +93,7 @@ def refuse_secrets(options: dict[str, Any], where: str) -> None:
         raise LoraforgeError(
             f"{where}.{secrets[0]} holds a secret, which would be written into a file"
             + (f" (and {', '.join(secrets[1:])})" if secrets[1:] else ""),
-            "remove it and pass it through the environment instead (wandb reads WANDB_API_KEY, the Hugging Face "
-            "hub HF_TOKEN)",
+            f"remove it and {HOW_TO_PASS}",
         )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backends.kohya.options import is_secret, sd_scripts_options
+from backends.kohya.options import sd_scripts_options
 from orchestrator.errors import LoraforgeError
 from orchestrator.presets.kohya_values import (
     SECRET,
@@ -26,6 +26,7 @@ from orchestrator.presets.kohya_values import (
     to_bool,
     typed_option,
 )
+from orchestrator.secrets import is_secret
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, get_args
 
-from backends.kohya.options import is_secret, loraforge_optimizer, sd_scripts_options
+from backends.kohya.options import loraforge_optimizer, sd_scripts_options
 from orchestrator.errors import ConfigError, LoraforgeError
 from orchestrator.job import NetworkType, Scheduler, build_job, merge_layers
+from orchestrator.secrets import is_secret
 
 HERE = Path(__file__).resolve().parent
 SCHEDULERS = frozenset(get_args(Scheduler))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from backends.kohya.options import is_secret, sd_scripts_options
+from backends.kohya.options import sd_scripts_options
 from orchestrator.errors import LoraforgeError
 from orchestrator.presets.kohya_values import (
     LYCORIS_ALGOS,
@@ -24,6 +24,7 @@ from orchestrator.presets.kohya_values import (
     scalar,
     typed_option,
 )
+from orchestrator.secrets import is_secret
 
 
 def is_dataset_config(data: dict[str, Any]) -> bool:
