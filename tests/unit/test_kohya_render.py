@@ -181,15 +181,29 @@ def test_unknown_backend_args_are_refused_before_anything_is_written(tmp_path: P
 def test_a_secret_in_backend_args_is_refused_by_name_and_never_written(
     tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import yaml
+
+    from orchestrator.cli import main
+
     secret = "f3c9a1d27be04c5e8a6b91d0e2f47a35c8d1b6e9"  # looks like a real wandb key
-    j = job(tmp_path, backend_args={"kohya": {"wandb_api_key": secret, "log_with": "wandb"}})
-    run = create_run(j, "kohya")
-    with pytest.raises(LoraforgeError) as info:
-        KohyaBackend().render(j, load_dataset(data), run, CPU)
-    assert "backend_args.kohya.wandb_api_key holds a secret" in info.value.message
-    assert "WANDB_API_KEY" in (info.value.hint or "") and "\n" not in info.value.message
-    assert secret not in f"{info.value.message} {info.value.hint}" + "".join(capsys.readouterr())
-    assert not any(run.rendered.iterdir())
+    with pytest.raises(ConfigError) as info:
+        job(tmp_path, backend_args={"kohya": {"wandb_api_key": secret, "log_with": "wandb"}})
+    assert "backend_args.kohya.wandb_api_key holds a secret" in str(info.value) and secret not in str(info.value)
+    # through the command line: refused before a run folder (and its job.yaml) exists
+    spec = {
+        "name": "s",
+        "base_model": str(tmp_path / "model.safetensors"),
+        "family": "sd15",
+        "dataset": str(data),
+        "training": {"steps": 1},
+        "output": {"dir": str(tmp_path / "runs")},
+        "backend_args": {"kohya": {"wandb_api_key": secret}},
+    }
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["train", str(tmp_path / "job.yaml"), "--backend", "kohya"]) == 2
+    out = "".join(capsys.readouterr())
+    assert "WANDB_API_KEY" in out and secret not in out
+    assert not (tmp_path / "runs").exists()
 
 
 def test_secret_names() -> None:
