@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from orchestrator.events import Failure
 
 # The kinds a log can show, tried in this order (the first pattern found in the log's tail wins). Patterns are
-# the trainers' and libraries' own messages, seen in real runs (fixtures/logs) or in their source.
+# the trainers' and libraries' own messages, seen in real runs (fixtures/logs) or in their source. A multi-process
+# run's failure ("distributed": a timeout, a lost peer) is told by orchestrator.distributed.with_rank, which knows
+# the failing rank; torchrun's ChildFailedError follows every such failure, whatever its cause.
 _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("disk_full", re.compile(r"No space left on device|\bENOSPC\b|Disk quota exceeded", re.I)),
     (
@@ -39,10 +41,6 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"Can't load .* for '[^']*'\. If you were trying to load it from",
             re.I,
         ),
-    ),
-    (
-        "distributed",
-        re.compile(r"Watchdog caught collective operation timeout|DistNetworkError|ChildFailedError|NCCL error", re.I),
     ),
     ("bad_argument", re.compile(r"error: unrecognized arguments|error: argument |invalid choice: |unknown option")),
     (

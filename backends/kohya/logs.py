@@ -16,7 +16,6 @@ names the exception (orchestrator.failures), even after hundreds of lines of a s
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -134,12 +133,7 @@ class KohyaLogParser:
 
     def failure(self, returncode: int | None) -> Failure:
         failure = describe("sd-scripts", "kohya", self.watch, returncode)
-        ranked = self.ranks.failure()
-        if ranked is not None and failure.kind == "distributed":
-            # torchrun's ChildFailedError follows every multi-process failure: with_rank tells a rank's own error
-            # from a timeout or a lost peer, each with its own kind and hint
-            failure = replace(failure, kind="other")
-        return with_rank(failure, ranked, "sd-scripts")
+        return with_rank(failure, self.ranks.failure(), "sd-scripts")
 
     # --- lines ------------------------------------------------------------------------------------------------------
 

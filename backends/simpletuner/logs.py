@@ -244,10 +244,7 @@ class SimpleTunerLogParser:
                 message = f"{LABEL} failed: {error.name}: base model not found: {missing.group(1)}"
                 failure = replace(failure, message=message[:400])
                 break
-        ranked = self.ranks.failure()
-        if ranked is not None and failure.kind == "distributed":
-            failure = replace(failure, kind="other")  # with_rank tells a timeout from a lost peer, with its own hint
-        return with_rank(failure, ranked, LABEL)
+        return with_rank(failure, self.ranks.failure(), LABEL)
 
 
 def _reading(bar: re.Match[str]) -> Progress | None:

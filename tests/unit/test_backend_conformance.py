@@ -36,6 +36,15 @@ from orchestrator.runs import create_run
 LOGS = SHARED / "fixtures" / "logs"
 LOCAL = REPO / "tests" / "fixtures"
 
+
+def local_runs(backend: str, runs: dict[str, int]) -> list[tuple[str, Path | None, Path, int]]:
+    """Real runs captured under tests/fixtures/<backend>/<name>/ as stdout.log and stderr.log, with their exit."""
+    return [
+        (name, LOCAL / backend / name / "stdout.log", LOCAL / backend / name / "stderr.log", rc)
+        for name, rc in runs.items()
+    ]
+
+
 # backend -> [(label, stdout file or None, stderr or combined file, the exit status the run had)]
 FIXTURES: dict[str, list[tuple[str, Path | None, Path, int]]] = {
     "kohya": [
@@ -47,7 +56,14 @@ FIXTURES: dict[str, list[tuple[str, Path | None, Path, int]]] = {
         ("fail1.log", None, LOGS / "kohya" / "fail1.log", 1),
         ("run0_torchvision_missing.log", None, LOGS / "kohya" / "run0_torchvision_missing.log", 1),
         ("validation", LOCAL / "kohya" / "validation" / "stdout.log", LOCAL / "kohya" / "validation" / "stderr.log", 0),
-        ("ddp fail", LOCAL / "ddp" / "kohya-2cpu-fail" / "stdout.log", LOCAL / "ddp" / "kohya-2cpu-fail" / "stderr.log", 1),
+        (
+            "ddp fail",
+            LOCAL / "ddp" / "kohya-2cpu-fail" / "stdout.log",
+            LOCAL / "ddp" / "kohya-2cpu-fail" / "stderr.log",
+            1,
+        ),
+        *local_runs("kohya", {"mismatch": 1, "sd3": 0, "chroma": 0, "lumina2": 0, "lumina2/fail_diffusers_folder": 1}),
+        ("sd3 fail", LOCAL / "kohya" / "sd3" / "fail.stdout.log", LOCAL / "kohya" / "sd3" / "fail.stderr.log", 1),
     ],
     "simpletuner": [
         ("run1.log", None, LOGS / "simpletuner" / "run1.log", 0),
@@ -55,7 +71,30 @@ FIXTURES: dict[str, list[tuple[str, Path | None, Path, int]]] = {
         ("run2.log", None, LOGS / "simpletuner" / "run2.log", 0),
         ("run4.log", None, LOGS / "simpletuner" / "run4.log", 0),
         ("fail1.log", None, LOGS / "simpletuner" / "fail1.log", 1),
-        ("ddp", LOCAL / "ddp" / "simpletuner-2cpu" / "stdout.log", LOCAL / "ddp" / "simpletuner-2cpu" / "stderr.log", 0),
+        (
+            "ddp",
+            LOCAL / "ddp" / "simpletuner-2cpu" / "stdout.log",
+            LOCAL / "ddp" / "simpletuner-2cpu" / "stderr.log",
+            0,
+        ),
+        *local_runs(
+            "simpletuner",
+            {
+                "sd3": 0,
+                "chroma": 0,
+                "lumina2": 0,
+                "lumina2/full_geometry": 0,
+                "lumina2/fail_wrong_model": 1,
+                "qwen_image": 0,
+                "flux2": 0,
+            },
+        ),
+        (
+            "sd3 fail",
+            LOCAL / "simpletuner" / "sd3" / "fail.stdout.log",
+            LOCAL / "simpletuner" / "sd3" / "fail.stderr.log",
+            1,
+        ),
     ],
 }
 SHORT = 20_000  # logs up to this size are split at every byte; longer ones at many seeded random places
@@ -179,7 +218,9 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.mark.parametrize("backend", base.names())
-def test_render_reads_back_to_the_job_and_copies_exactly_the_dataset(tmp_path: Path, dataset: Path, backend: str) -> None:
+def test_render_reads_back_to_the_job_and_copies_exactly_the_dataset(
+    tmp_path: Path, dataset: Path, backend: str
+) -> None:
     impl = base.get(backend)
     assert isinstance(impl, Backend)
     assert impl.label and impl.families and isinstance(impl.webhooks, bool)
@@ -195,7 +236,13 @@ def test_render_reads_back_to_the_job_and_copies_exactly_the_dataset(tmp_path: P
         elif path.suffix == ".toml":
             parsed[path.name] = tomllib.loads(path.read_text())
     text = json.dumps(parsed)
-    for value in (job.network.rank, job.network.alpha, job.training.steps, job.training.learning_rate, job.training.seed):
+    for value in (
+        job.network.rank,
+        job.network.alpha,
+        job.training.steps,
+        job.training.learning_rate,
+        job.training.seed,
+    ):
         assert re.search(rf"(?<![\d.]){re.escape(json.dumps(value))}(?![\d.])", text), (value, text[:2000])
     copied = sorted(p for p in rendered.data.iterdir() if p.suffix in (".png", ".jpg"))
     assert len(copied) == data.count == 4  # the hidden folder's copy stays out; the nested upper-case one is in
