@@ -136,11 +136,10 @@ def test_a_writer_killed_mid_write_leaves_no_file_under_the_final_name(tmp_path:
 
 
 def test_finalize_keeps_backend_metadata_adds_ours_and_converts(tmp_path: Path) -> None:
-    from orchestrator.envs import BackendEnv
-
     from PIL import Image
 
     from orchestrator.dataset.model import load_dataset
+    from orchestrator.envs import BackendEnv
     from orchestrator.lora.finalize import loraforge_metadata
     from orchestrator.steps import apply_step_plan
 
