@@ -220,3 +220,63 @@ def keep_artifact(path: Path) -> None:
     if extra:
         Path(extra).mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, Path(extra) / path.name)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServeProcess:
+    """`loraforge serve` as users run it: its own process (so it can be killed), on a fixed port (so a page left
+    open reconnects to the next one)."""
+
+    def __init__(self, runs: Path, port: int, *extra: str) -> None:
+        self.runs, self.port, self.extra = runs, port, extra
+        self.process: Any = None
+        self.output: list[str] = []
+
+    def start(self, timeout: float = 60) -> str:
+        import subprocess
+        import threading
+
+        self.output = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "serve", "--runs", str(self.runs), "--port", str(self.port),
+             *self.extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[1],
+        )  # fmt: skip
+        first: list[str] = []
+        ready = threading.Event()
+
+        def drain() -> None:
+            for line in self.process.stdout:
+                self.output.append(line)
+                if line.startswith("loraforge serve: ") and not first:
+                    first.append(line.split(": ", 1)[1].strip())
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(timeout) or not first:
+            self.stop()
+            raise AssertionError("loraforge serve did not start:\n" + "".join(self.output))
+        return first[0]
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, as when the machine's OOM killer or a `kill -9` takes it."""
+        import signal
+
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except Exception:
+                self.process.kill()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -142,6 +143,10 @@ class App:
         }
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _secret(path: Path) -> bytes:
     """The key that signs CSRF tokens, kept so that pages left open stay valid across a restart."""
     try:
@@ -187,6 +192,7 @@ def serve(
         con.print("a token was generated (every request needs it): open the URL above, or pass --token")
     elif not token:
         con.print("listening on loopback only, no token (use --host and a token to reach it from elsewhere)")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` / systemd stop: the same orderly stop as Ctrl-C
     try:
         app.serve_forever()
     except KeyboardInterrupt:

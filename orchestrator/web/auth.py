@@ -78,8 +78,8 @@ class Guard:
         """How the request proved it may come in, or None when it did not."""
         if self.token is None:
             return "open"
-        authorization = headers.get("Authorization", "")
-        if authorization.startswith("Bearer ") and self._matches(authorization[len("Bearer ") :].strip()):
+        scheme, _, given = (headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and self._matches(given.strip()):
             return "bearer"
         if self._matches(cookies.get(self.cookie_name)):
             return "cookie"

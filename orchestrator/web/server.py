@@ -22,6 +22,7 @@ from orchestrator.web.auth import parse_cookies
 from orchestrator.web.responses import (
     Answer,
     FileResponse,
+    Headers,
     HttpError,
     Request,
     Response,
@@ -109,7 +110,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(Response(400, b"bad Content-Length"), close=True)
             return
         body = _Body(self.rfile, length)
-        headers = {key: value for key, value in self.headers.items()}
+        headers = Headers(self.headers.items())
         answer = self._gate(app, split.path, query, headers)
         if answer is None:
             answer = self._route(app, split.path, query, headers, body)
@@ -118,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
             body.read()
         self._send(answer, close=close)
 
-    def _gate(self, app: App, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> Answer | None:
+    def _gate(self, app: App, path: str, query: dict[str, list[str]], headers: Headers) -> Answer | None:
         guard = app.guard
         if not guard.host_ok(headers.get("Host")):
             return Response(403, b"this server answers only to 127.0.0.1 or localhost\n")
@@ -134,7 +135,7 @@ class Handler(BaseHTTPRequestHandler):
             return _error(path, HttpError(403, "refused: a cross-site request", "use the app's own pages"))
         return None
 
-    def _route(self, app: App, path: str, query: dict[str, list[str]], headers: dict[str, str], body: _Body) -> Answer:
+    def _route(self, app: App, path: str, query: dict[str, list[str]], headers: Headers, body: _Body) -> Answer:
         try:
             handler, params = app.routes.match(self.command, path)
             request = Request(self.command, path, query, headers, params, body, body.left)  # type: ignore[arg-type]

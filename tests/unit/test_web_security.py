@@ -98,6 +98,9 @@ def test_cross_site_writes_are_refused(world) -> None:  # type: ignore[no-untype
     evil = {**cookie, "X-CSRF-Token": app.guard.csrf_token, "Origin": "http://evil.example"}
     assert call(app, "POST", f"/api/runs/{values['name']}/retry", b"", evil, csrf=False).status == 403
     assert call(app, "POST", "/api/drafts", b"", cookie).status == 201  # the app's own page
+    lower = {"cookie": cookie["Cookie"], "x-csrf-token": app.guard.csrf_token}  # header names in any case
+    assert call(app, "POST", "/api/drafts", b"", lower, csrf=False).status == 201
+    assert call(app, "GET", "/api/runs", headers={"authorization": f"bearer {TOKEN}"}).status == 200
     assert call(app, "POST", "/api/drafts", b"", {"Authorization": f"Bearer {TOKEN}"}, csrf=False).status == 201
 
 

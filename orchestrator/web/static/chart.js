@@ -72,6 +72,15 @@ class LossChart {
         ctx.beginPath(); ctx.arc(X(st), Y(value(y)), 4, 0, 2 * Math.PI); ctx.fill();
       }
     });
+    if (this.series.length > 1) {  // a legend: which colour is which run
+      let x = pad.left + 8;
+      this.series.forEach((s, index) => {
+        ctx.fillStyle = s.colour || COLOURS[index % COLOURS.length];
+        ctx.fillRect(x, pad.top + 4, 12, 3);
+        ctx.fillText(s.name, x + 16, pad.top + 9);
+        x += 28 + ctx.measureText(s.name).width;
+      });
+    }
     for (const marker of this.markers) {
       const x = X(marker.step);
       ctx.strokeStyle = "#dc2626"; ctx.setLineDash([5, 4]);

@@ -34,10 +34,10 @@
     chart.set(report.arms.map((arm) => ({ name: arm.label, points: [...curves.get(arm.run).entries()].sort((a, b) => a[0] - b[0]) })));
     $("loss-note").textContent = report.loss_note;
     const differ = Object.entries(report.differing_settings);
+    const rows = differ.map(([key, values]) => el("tr", {}, el("td", {}, key), report.arms.map((a) => el("td", {}, JSON.stringify(values[a.label])))));
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: report.arms.length + 1, class: "muted" }, "none: the runs share every setting")));
     $("differ").querySelector("tbody").replaceChildren(
-      el("tr", {}, el("th", {}, "setting"), report.arms.map((a) => el("th", {}, a.label))),
-      ...differ.map(([key, values]) => el("tr", {}, el("td", {}, key), report.arms.map((a) => el("td", {}, JSON.stringify(values[a.label]))))),
-      differ.length ? null : el("tr", {}, el("td", { colspan: report.arms.length + 1, class: "muted" }, "none: the runs share every setting")));
+      el("tr", {}, el("th", {}, "setting"), report.arms.map((a) => el("th", {}, a.label))), ...rows);
     const prompts = [...new Set(report.arms.flatMap((a) => a.samples.map((s) => s.prompt)))];
     $("samples").replaceChildren(prompts.length ? el("table", { class: "grid samples" },
       el("tr", {}, el("th", {}, "prompt"), report.arms.map((a) => el("th", {}, a.label))),

@@ -81,6 +81,8 @@
   }
 
   $("autocaption").addEventListener("click", async () => {
+    $("autocaption").disabled = true;
+    $("captions-saved").textContent = "writing captions…";
     try {
       drawCaptions(await api("POST", `/api/drafts/${draft}/captions/auto`, {
         captioner: $("captioner").value, trigger: $("trigger").value, template: $("template").value,
@@ -89,6 +91,8 @@
       $("captions-saved").textContent = "captions written";
     } catch (error) {
       $("captions-saved").textContent = errorText(error);
+    } finally {
+      $("autocaption").disabled = false;
     }
   });
 

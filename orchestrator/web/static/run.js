@@ -35,6 +35,7 @@
       case "finished": run.finished = e; break;
     }
     if (["checkpoint", "finished", "failure", "phase"].includes(e.event)) loadDetail();
+    if (["finished", "failure"].includes(e.event)) loadLog();
     schedule();
   }
 
@@ -116,10 +117,8 @@
       el("td", { class: "num" + (d.overfit_step === c.step ? " warn" : "") }, fmt.loss(c.val_loss)),
       el("td", {}, c.file ? el("a", { href: runFile(name, d.root, c.path, true) }, c.path) : c.path))));
     $("loras").replaceChildren(...d.loras.map((path) => el("a", { class: "button primary download", href: runFile(name, d.root, path, true) }, "Download " + path.split("/").pop())));
-    if (first) {
-      $("job-yaml").textContent = d.job_yaml;
-      $("rendered").replaceChildren(...d.rendered.concat(d.logs).map((f) => el("button", { class: "link", onclick: () => showFile(f.path) }, `${f.path} (${fmt.bytes(f.size)})`)));
-    }
+    if (first) $("job-yaml").textContent = d.job_yaml;
+    $("rendered").replaceChildren(...d.rendered.concat(d.logs).map((f) => el("button", { class: "link", onclick: () => showFile(f.path) }, `${f.path} (${fmt.bytes(f.size)})`)));
     schedule();
   }
 
@@ -131,7 +130,9 @@
   }
 
   function drawActions(status, queue) {
-    const active = queue && ["queued", "running"].includes(queue.status);
+    const ended = ["finished", "failed", "interrupted", "cancelled"].includes(status);
+    // a queued job can be cancelled; a running one until its run has ended (the queue notices within a second)
+    const active = queue && (queue.status === "queued" || (queue.status === "running" && !ended));
     const act = (label, path, go) => el("button", { onclick: async (event) => {
       event.target.disabled = true;
       try {
@@ -152,7 +153,10 @@
     if (stream !== "events") {
       try {
         const { lines } = await api("GET", `/api/runs/${encodeURIComponent(name)}/log?stream=${stream}&lines=200`);
-        $("log").textContent = lines.join("\n");
+        const log = $("log");
+        const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 20;
+        log.textContent = lines.join("\n");
+        if (atBottom) log.scrollTop = log.scrollHeight;  // follow the end, unless the reader scrolled up
       } catch (_) { /* try again on the next tick */ }
     }
     schedule();
