@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from pathlib import Path
 
 _PIPELINES = {
@@ -36,13 +35,12 @@ _SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def safetensors_keys(path: Path) -> list[str]:
-    """The tensor names in a .safetensors file, read from its header only (no tensor data loaded)."""
-    with path.open("rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        if size > 100_000_000:
-            raise ValueError(f"{path}: header of {size} bytes is not a safetensors header")
-        header = json.loads(f.read(size))
-    return [k for k in header if k != "__metadata__"]
+    """The tensor names in a .safetensors file, read from its header only (no tensor data loaded); a broken file
+    is a LoraforgeError naming it."""
+    from orchestrator.lora.safetensors_io import read_header
+
+    entries, _, _ = read_header(path)
+    return list(entries)
 
 
 def family_from_keys(keys: list[str]) -> str | None:
@@ -67,10 +65,7 @@ def infer_family(base_model: str) -> str | None:
         return None
     if path.is_file():
         if path.suffix == ".safetensors":
-            try:
-                return family_from_keys(safetensors_keys(path))
-            except (OSError, ValueError):
-                return None
+            return family_from_keys(safetensors_keys(path))
         return None
     lowered = base_model.lower()
     for family, pattern in _HUB_NAMES:

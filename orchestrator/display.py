@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from rich.text import Text
+
 from orchestrator.events import (
     Checkpoint,
     Event,
@@ -50,7 +52,7 @@ class QuietDisplay:
         if isinstance(event, Failure):
             _print_failure(self.console, event)
         elif isinstance(event, Finished) and event.lora_path:
-            self.console.print(event.lora_path)
+            self.console.print(event.lora_path, markup=False)
 
     def close(self) -> None:
         pass
@@ -91,32 +93,32 @@ class RichDisplay:
                 self.task, completed=event.step, total=event.total, phase="training", stats="  ".join(stats)
             )
         elif isinstance(event, Checkpoint):
-            self.console.print(f"checkpoint at step {event.step}: {event.path}")
+            self.console.print(f"checkpoint at step {event.step}: {event.path}", markup=False)
         elif isinstance(event, Validation):
             self.console.print(f"validation loss at step {event.step}: {event.loss:.4f}")
         elif isinstance(event, Sample):
-            self.console.print(f"sample at step {event.step}: {event.path}")
+            self.console.print(f"sample at step {event.step}: {event.path}", markup=False)
         elif isinstance(event, Log) and event.level in ("warning", "error"):
-            self.console.print(f"[yellow]{event.level}:[/] {event.text}")
+            self.console.print(Text(f"{event.level}: ", style="yellow") + Text(event.text))
         elif isinstance(event, Failure):
             self.bar.stop()
             _print_failure(self.console, event)
         elif isinstance(event, Finished):
             self.bar.stop()
-            self.console.print(f"[green]done[/] in {event.seconds:.0f} s: {event.lora_path}")
+            self.console.print(Text("done", style="green") + Text(f" in {event.seconds:.0f} s: {event.lora_path}"))
 
     def close(self) -> None:
         self.bar.stop()
 
 
 def _print_failure(con, event: Failure) -> None:  # type: ignore[no-untyped-def]
-    con.print(f"[red]failed ({event.kind}):[/] {event.message}")
+    con.print(Text(f"failed ({event.kind}): ", style="red") + Text(event.message))
     if event.hint:
-        con.print(f"  fix: {event.hint}")
+        con.print(f"  fix: {event.hint}", markup=False)
     for line in event.log_tail[-12:]:
         con.print(f"  | {line}", markup=False)
     if event.log_path:
-        con.print(f"  full log: {event.log_path}")
+        con.print(f"  full log: {event.log_path}", markup=False)
 
 
 def make_display(json_mode: bool = False, quiet: bool = False, title: str = "training"):  # type: ignore[no-untyped-def]
@@ -145,13 +147,13 @@ class PlainDisplay:
                     loss = f" loss {event.loss:.4f}" if event.loss is not None else ""
                     self.console.print(f"step {event.step}/{event.total}{loss}")
         elif isinstance(event, (Checkpoint, Sample)):
-            self.console.print(f"{type(event).__name__.lower()} at step {event.step}: {event.path}")
+            self.console.print(f"{type(event).__name__.lower()} at step {event.step}: {event.path}", markup=False)
         elif isinstance(event, Log) and event.level in ("warning", "error"):
             self.console.print(f"{event.level}: {event.text}", markup=False)
         elif isinstance(event, Failure):
             _print_failure(self.console, event)
         elif isinstance(event, Finished):
-            self.console.print(f"done in {event.seconds:.0f} s: {event.lora_path}")
+            self.console.print(f"done in {event.seconds:.0f} s: {event.lora_path}", markup=False)
 
     def close(self) -> None:
         pass

@@ -75,9 +75,16 @@ def load_registry() -> dict[str, BackendEnv]:
         return {}
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         return {}
-    return {name: BackendEnv.from_json(data) for name, data in raw.items()}
+    registry: dict[str, BackendEnv] = {}
+    for name, data in raw.items() if isinstance(raw, dict) else ():
+        try:
+            registry[name] = BackendEnv.from_json(data)
+        except (TypeError, KeyError, ValueError, AttributeError):
+            # a hand-edited or foreign entry: that backend reads as not set up (`loraforge setup` rewrites it)
+            continue
+    return registry
 
 
 def save_env(env: BackendEnv) -> None:

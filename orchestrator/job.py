@@ -10,12 +10,12 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, LoraforgeError
 
 Family = Literal["sd15", "sdxl", "flux", "sd3", "chroma", "lumina2", "qwen_image", "flux2"]
 Subject = Literal["face", "object", "style"]
@@ -26,6 +26,9 @@ NetworkType = Literal["lora", "locon", "loha", "lokr", "ia3", "dylora", "glora",
 LoraFormat = Literal["kohya", "diffusers"]
 
 ArgValue = str | int | float | bool | None | list[str | int | float | bool]
+# Numbers are numbers: `steps: true` or `rank: "16"` is an error, not 1 step or a silent conversion.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
 
 
 class _Model(BaseModel):
@@ -35,36 +38,36 @@ class _Model(BaseModel):
 
 class Network(_Model):
     type: NetworkType = Field("lora", description="LoRA or a LyCORIS algorithm")
-    rank: int = Field(
+    rank: Int = Field(
         16,
         ge=1,
         le=100_000,
         description="network dim: the adapter's rank (LoKr uses huge values for full-rank factors)",
     )
-    alpha: float | None = Field(None, gt=0, description="scale = alpha / rank; default: equal to rank")
-    dropout: float | None = Field(None, ge=0, lt=1)
+    alpha: Float | None = Field(None, gt=0, description="scale = alpha / rank; default: equal to rank")
+    dropout: Float | None = Field(None, ge=0, lt=1)
     args: dict[str, ArgValue] = Field(default_factory=dict, description="extra network arguments (conv_dim, ...)")
 
 
 class Training(_Model):
-    learning_rate: float = Field(1e-4, gt=0, le=1, description="UNet / transformer learning rate")
-    text_encoder_lr: float | None = Field(None, ge=0, le=1, description="0 or unset: text encoder not trained")
-    steps: int | None = Field(None, ge=1, description="optimizer steps; or give epochs")
-    epochs: int | None = Field(None, ge=1)
-    repeats: int = Field(1, ge=1, description="how often each image is seen per epoch")
-    batch_size: int = Field(1, ge=1, le=256)
-    gradient_accumulation: int = Field(1, ge=1, le=1024)
-    resolution: int = Field(1024, ge=64, le=4096, description="training resolution in pixels (bucketed)")
+    learning_rate: Float = Field(1e-4, gt=0, le=1, description="UNet / transformer learning rate")
+    text_encoder_lr: Float | None = Field(None, ge=0, le=1, description="0 or unset: text encoder not trained")
+    steps: Int | None = Field(None, ge=1, description="optimizer steps; or give epochs")
+    epochs: Int | None = Field(None, ge=1)
+    repeats: Int = Field(1, ge=1, description="how often each image is seen per epoch")
+    batch_size: Int = Field(1, ge=1, le=256)
+    gradient_accumulation: Int = Field(1, ge=1, le=1024)
+    resolution: Int = Field(1024, ge=64, le=4096, description="training resolution in pixels (bucketed)")
     optimizer: Optimizer = "adamw"
     scheduler: Scheduler = "constant"
-    warmup_steps: int = Field(0, ge=0)
-    seed: int = Field(42, ge=0)
+    warmup_steps: Int = Field(0, ge=0)
+    seed: Int = Field(42, ge=0)
     precision: Precision = Field("bf16", description="mixed precision; fp32 on CPU")
     gradient_checkpointing: bool = True
     cache_latents: bool = True
-    noise_offset: float | None = Field(None, ge=0, le=1)
-    min_snr_gamma: float | None = Field(None, gt=0)
-    validation_split: float = Field(0.0, ge=0, lt=1, description="share of images held out for validation loss")
+    noise_offset: Float | None = Field(None, ge=0, le=1)
+    min_snr_gamma: Float | None = Field(None, gt=0)
+    validation_split: Float = Field(0.0, ge=0, lt=1, description="share of images held out for validation loss")
     shuffle_captions: bool = Field(
         False, description="shuffle a caption's comma-separated tags each step (the trigger stays in front)"
     )
@@ -78,16 +81,16 @@ class Training(_Model):
 
 
 class Saving(_Model):
-    every_n_steps: int | None = Field(None, ge=1, description="checkpoint every N steps")
-    keep_last: int | None = Field(None, ge=1, description="keep only the newest K checkpoints")
+    every_n_steps: Int | None = Field(None, ge=1, description="checkpoint every N steps")
+    keep_last: Int | None = Field(None, ge=1, description="keep only the newest K checkpoints")
     format: LoraFormat = Field("kohya", description="key layout of the final LoRA file")
 
 
 class Sampling(_Model):
-    every_n_steps: int | None = Field(None, ge=1)
+    every_n_steps: Int | None = Field(None, ge=1)
     prompts: list[str] = Field(default_factory=list)
-    seed: int = 42
-    steps: int = Field(20, ge=1)
+    seed: Int = 42
+    steps: Int = Field(20, ge=1)
 
     @field_validator("prompts")
     @classmethod
@@ -123,9 +126,9 @@ def _file_name(value: str | None) -> str | None:
 
 
 class Distributed(_Model):
-    gpus: int = Field(1, ge=1, description="processes per node")
-    nodes: int = Field(1, ge=1)
-    ddp_timeout_minutes: int | None = Field(None, ge=1)
+    gpus: Int = Field(1, ge=1, description="processes per node")
+    nodes: Int = Field(1, ge=1)
+    ddp_timeout_minutes: Int | None = Field(None, ge=1)
 
 
 class JobSpec(_Model):
@@ -149,6 +152,13 @@ class JobSpec(_Model):
     backend_args: dict[str, dict[str, ArgValue]] = Field(
         default_factory=dict, description="raw options passed to one backend only, e.g. backend_args.kohya"
     )
+
+    @field_validator("trigger")
+    @classmethod
+    def _one_line_trigger(cls, value: str | None) -> str | None:
+        if value is not None and re.search(r"[\x00-\x1f\x7f\x85\u2028\u2029]", value):
+            raise ValueError("a trigger is one line of text: no line breaks or control characters")
+        return value
 
     @field_validator("backend_args")
     @classmethod
@@ -273,30 +283,32 @@ StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+01
 
 
 def read_yaml(path: Path, what: str = "settings file") -> Any:
-    """A YAML settings file's content, or a ConfigError naming the file, the place and the problem: missing,
-    not text, not UTF-8, too big, not YAML, repeated keys, too many aliases."""
+    """A YAML settings file's content, or one error naming the file and the problem: missing, not text, not UTF-8,
+    too big, not YAML, repeated keys, aliases that expand too far."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError([f"{what} {path} does not exist"]) from None
+        raise LoraforgeError(f"{what} {path} does not exist", "check the path") from None
     except IsADirectoryError:
-        raise ConfigError([f"{what} {path} is a folder, not a file"]) from None
+        raise LoraforgeError(f"{what} {path} is a folder, not a file", "pass the YAML file") from None
     if len(raw) > MAX_YAML_BYTES:
-        raise ConfigError([f"{what} {path} is {len(raw) // 1024} KiB; a settings file is a few KiB (at most 1 MiB)"])
+        raise LoraforgeError(f"cannot read the {what} {path}: {len(raw) // 1024} KiB, more than a settings file (1 MiB)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([f"{what} {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8"]) from None
-    return parse_yaml(text, str(path))
+        raise LoraforgeError(
+            f"cannot read the {what} {path}: not UTF-8 text (byte {exc.start})", "save it as UTF-8"
+        ) from None
+    return parse_yaml(text, f"the {what} {path}")
 
 
 def parse_yaml(text: str, source: str) -> Any:
     try:
         return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{source} is not valid YAML: {_short(str(exc), 400)}"]) from None
+        raise LoraforgeError(f"cannot read {source}: not valid YAML: {_short(str(exc), 400)}") from None
     except RecursionError:
-        raise ConfigError([f"{source} nests too deeply to be a settings file"]) from None
+        raise LoraforgeError(f"cannot read {source}: it nests too deeply to be a settings file") from None
 
 
 def parse_assignment(text: str) -> dict[str, Any]:

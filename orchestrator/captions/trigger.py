@@ -10,9 +10,16 @@ import re
 
 
 def normalise_trigger(trigger: str | None) -> str | None:
-    """None or blank means no trigger (e.g. a style LoRA); inner whitespace collapsed."""
+    """None or blank means no trigger (e.g. a style LoRA); inner whitespace collapsed. A control character (a line
+    break would split every caption file in two) is refused."""
     if trigger is None:
         return None
+    if re.search(r"[\x00-\x1f\x7f\x85\u2028\u2029]", trigger):
+        from orchestrator.errors import LoraforgeError
+
+        raise LoraforgeError(
+            f"the trigger {trigger[:40]!r} holds a line break or control character", 'write it on one line, e.g. "ohwx person"'
+        )
     trigger = " ".join(trigger.split())
     return trigger or None
 

@@ -26,7 +26,7 @@ from orchestrator.errors import LoraforgeError
 from orchestrator.job import JobSpec, job_to_dict
 
 if TYPE_CHECKING:
-    from orchestrator.training import Ready
+    from orchestrator.preflight import Ready
 
 # The settings that decide what is learned and how; output paths, names and sampling do not.
 SECTIONS = ("network", "training", "saving")
@@ -62,7 +62,7 @@ class Equivalence:
 def check_equivalence(job: JobSpec, backends: list[str], scratch: Path | None = None) -> Equivalence:
     """Render ``job`` with every backend (and once per perturbed setting) under ``scratch``, then compare.
     ``scratch`` (default: a temporary folder) is removed afterwards."""
-    from orchestrator.training import preflight
+    from orchestrator.preflight import preflight
 
     result = Equivalence(list(backends))
     root = Path(tempfile.mkdtemp(prefix="loraforge-compare-")) if scratch is None else scratch
@@ -222,13 +222,15 @@ def alternative(job: JobSpec, dotted: str) -> JobSpec | None:
 
 
 def _candidates(current: Any, annotation: Any) -> list[Any]:
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    annotation = _plain(annotation)
+    args = [_plain(a) for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) is Literal:
         return [v for v in args if v != current]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
         annotation = args[0]
         if typing.get_origin(annotation) is Literal:
             return [v for v in typing.get_args(annotation) if v != current]
+    annotation = _plain(annotation)
     if annotation is bool:
         return [not current]
     if annotation is int:
@@ -239,6 +241,11 @@ def _candidates(current: Any, annotation: Any) -> list[Any]:
             return [0.1, 0.05, 5.0, 1e-5]
         return [current * 2, current / 2, current + 0.1] if current else [0.1, 1e-5]
     return []
+
+
+def _plain(annotation: Any) -> Any:
+    """The type under Annotated[...] (a strict number is still a number)."""
+    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
 
 
 def _is_mapping(annotation: Any) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.compare.lorafile import LoraSummary, summarize_lora
-from orchestrator.errors import ConfigError
+from orchestrator.errors import LoraforgeError
 from orchestrator.events import Failure, Finished, Progress, read_events
 from orchestrator.job import read_yaml
 from orchestrator.runs import RunDir
@@ -134,7 +134,7 @@ def _read_run(run: RunDir, data: ArmData) -> None:
     data.samples, data.samples_note = _read_samples(run)
     try:
         job = read_yaml(run.job_file, "run job file") or {}
-    except (OSError, ConfigError):
+    except (OSError, LoraforgeError):
         job = {}
     data.settings = flatten(job) if isinstance(job, dict) else {}
 

@@ -44,6 +44,8 @@ def list_candidates(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
             if suffix in IMAGE_SUFFIXES:
                 if not path.exists():
                     skipped.append((path, "broken symlink: the file it points to does not exist"))
+                elif not path.is_file():  # a named pipe or device would block or never end when read
+                    skipped.append((path, "not a regular file"))
                 else:
                     found.append(path)
             elif suffix not in CAPTION_SUFFIXES:

@@ -96,11 +96,36 @@ def load_dataset(folder: Path) -> Dataset:
         try:
             with Image.open(path) as opened:
                 width, height = opened.size
+                kind = opened.format or ""
+            if not _complete(path, kind):
+                unreadable.append((name, f"the {kind} file is cut short (copied or downloaded only in part)"))
+                continue
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             unreadable.append((name, f"cannot read the image header: {exc}"))
             continue
         images.append(DatasetImage(path, name, width, height, _read_caption(path)))
     return Dataset(root, tuple(images), tuple(unreadable))
+
+
+def _complete(path: Path, kind: str) -> bool:
+    """Whether the file has its format's end, from its last bytes only (nothing is decoded): a truncated JPEG has a
+    header PIL reads happily, and a trainer dies on it minutes later, while caching."""
+    with path.open("rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - 1024))
+        tail = f.read()
+        if kind == "WEBP" or kind == "BMP":
+            f.seek(0)
+            head = f.read(12)
+    if kind == "JPEG":
+        return b"\xff\xd9" in tail  # end of image (some cameras pad after it)
+    if kind == "PNG":
+        return b"IEND" in tail
+    if kind == "WEBP":
+        return len(head) == 12 and int.from_bytes(head[4:8], "little") + 8 <= size
+    if kind == "BMP":
+        return len(head) >= 6 and int.from_bytes(head[2:6], "little") <= size
+    return True
 
 
 def _walk(root: Path) -> list[tuple[Path, str]]:

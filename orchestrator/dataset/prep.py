@@ -160,7 +160,9 @@ def prepare_dataset(
             """How a file is named to the user: its place in the folder, or inside the zip."""
             if root == source:
                 return str(path)
-            return str(source / path.relative_to(root)) if path.is_absolute() else f"{source}:{path}"
+            if path.is_absolute() and path.is_relative_to(root):
+                return str(source / path.relative_to(root))
+            return f"{source}:{path}"  # a member as the archive names it (a refused one may be absolute)
 
         hashes = _HashCache(cache / "hashes.json")
         jobs: list[tuple[str, str, dict[str, Any]]] = []

@@ -36,7 +36,8 @@ def write_manifest(path: Path, entries: list[dict[str, Any]], options: Options) 
 
     data = {"written_by": MANIFEST_MARK, "options": asdict(options), "images": images}
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    # ASCII escapes: a file name that is not UTF-8 (kept as surrogate escapes) still writes and reads back the same
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
     tmp.replace(path)
     return path
 
@@ -69,7 +70,7 @@ figure.accepted{{border-top:4px solid #2a2}} img{{max-width:160px;max-height:160
 <p>subject {html.escape(options.subject)}, size {options.size}, crop {html.escape(options.crop)}:
 {sum(e["verdict"] == "accepted" for e in entries)} accepted of {len(entries)} files</p>
 {"".join(sections)}</body></html>"""
-    path.write_text(page, encoding="utf-8")
+    path.write_text(page, encoding="utf-8", errors="backslashreplace")  # names that are not UTF-8 shown escaped
     return path
 
 

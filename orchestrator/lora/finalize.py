@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def public_model_name(base_model: str) -> str:
     """How a LoRA names its base model: the hub id as given, or a local model's file or folder name only. A file
     people share must not carry the folder names of the machine it was trained on."""
-    from orchestrator.training import looks_like_path
+    from orchestrator.preflight import looks_like_path
 
     if not looks_like_path(base_model):
         return base_model

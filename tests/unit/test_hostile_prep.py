@@ -375,9 +375,7 @@ def read_only_home(world: World) -> None:
 
 CASES = [
     # --- zips
-    Case("zip-absolute-member", PREP_ZIP, 0, r"absolute path", zip_of([("/tmp/loraforge-hostile-evil.png", photo_bytes(5))]), nothing_escaped,
-         xfail="lead (orchestrator/dataset/prep.py display): a refused member with an absolute name crashes the report "
-         "(path.relative_to(root)); show the member's name as the archive gives it"),
+    Case("zip-absolute-member", PREP_ZIP, 0, r"absolute path", zip_of([("/tmp/loraforge-hostile-evil.png", photo_bytes(5))]), nothing_escaped),
     Case("zip-escaping-member", PREP_ZIP, 0, r"outside the target", zip_of([("../../evil.png", photo_bytes(5))]), nothing_escaped),
     Case("zip-backslash-escape", PREP_ZIP, 0, r"accepted", zip_of([("..\\..\\evil.png", photo_bytes(5))]), nothing_escaped),
     Case("zip-encrypted-member", PREP_ZIP, 0, r"encrypted", zip_of([(stored("secret.jpg"), photo_bytes(5))], set_encrypted(b"secret.jpg")), prepared(3, "secret.jpg")),
@@ -398,9 +396,7 @@ CASES = [
     Case("photos-missing", ["prep", "{in}/nothere", "-o", "{out}/ds"], 2, r"nothere.*(does not exist|not found)"),
     Case("photos-a-plain-file", ["prep", "{in}/notes.txt", "-o", "{out}/ds"], 2, r"notes\.txt", lambda w: (w.inputs / "notes.txt").write_text("x")),
     Case("photos-empty-folder", PREP, 1, r"no usable images", lambda w: (w.inputs / "photos").mkdir()),
-    Case("photos-non-utf8-names", PREP, 0, r"accepted", folder_with(non_utf8_names), prepared(6),
-         xfail="lead (orchestrator/dataset/report.py write_manifest): a non-UTF-8 file name (surrogate escapes) "
-         "crashes the manifest write; write names with errors='surrogateescape' or store them as os.fsencode hex"),
+    Case("photos-non-utf8-names", PREP, 0, r"accepted", folder_with(non_utf8_names), prepared(6)),
     Case("photos-decompression-bomb", PREP, 0, r"bomb\.png", folder_with(a_bomb), prepared(3, "bomb.png")),
     Case("photos-truncated-jpeg", PREP, 0, r"cut\.jpg", folder_with(truncated), prepared(3, "cut.jpg")),
     Case("photos-zero-byte-file", PREP, 0, r"empty\.jpg", folder_with(zero_bytes), prepared(3, "empty.jpg")),
@@ -409,9 +405,7 @@ CASES = [
     Case("photos-broken-symlink", PREP, 0, r"gone\.jpg", folder_with(broken_symlink), prepared(3, "gone.jpg")),
     Case("photos-too-small", PREP, 0, r"tiny\.png", folder_with(tiny_image), prepared(3, "tiny.png")),
     Case("photos-extreme-aspect", PREP, 0, r"strip\.png", folder_with(extreme_aspect), prepared(3, "strip.png")),
-    Case("photos-a-fifo", PREP, 0, r"pipe\.jpg", folder_with(fifo), prepared(3, "pipe.jpg"), deadline_s=8,
-         xfail="lead (orchestrator/dataset/inputs.py list_candidates): a named pipe called *.jpg is opened and prep "
-         "blocks forever; take regular files only (stat.S_ISREG) and report the rest as 'not a regular file'"),
+    Case("photos-a-fifo", PREP, 0, r"pipe\.jpg", folder_with(fifo), prepared(3, "pipe.jpg"), deadline_s=8),
     Case("photos-caption-not-utf8", PREP, 0, r"accepted", folder_with(caption_not_utf8), prepared(3)),
     Case("photos-cmyk-and-16-bit", PREP, 0, r"accepted", folder_with(cmyk_and_16bit), prepared(5)),
     Case("photos-animated-gif", PREP, 0, r"anim\.gif", folder_with(animated_gif), prepared(4)),

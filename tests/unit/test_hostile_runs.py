@@ -335,11 +335,6 @@ def test_a_killed_launcher_is_shown_killed_for_real(tmp_path: Path) -> None:
 MARKUP = "runs/[/]photos [me]/x"  # "[/]" makes rich raise; "[me]" would be eaten as a style tag
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lead (orchestrator/display.py): event text (failure messages, hints, checkpoint and LoRA paths) is printed "
-    "as rich markup: '[/]' raises MarkupError mid-run and '[me]' vanishes; print Text(...) or markup=False",
-)
 @pytest.mark.parametrize("display", ["PlainDisplay", "QuietDisplay"])
 def test_the_display_prints_paths_and_messages_as_they_are(display: str, capsys: pytest.CaptureFixture[str]) -> None:
     from orchestrator import display as module

@@ -20,8 +20,8 @@ from orchestrator.dataset.model import load_dataset
 from orchestrator.envs import BackendEnv, save_env
 from orchestrator.errors import ConfigError, LoraforgeError
 from orchestrator.job import JobSpec, Optimizer, build_job
+from orchestrator.preflight import preflight
 from orchestrator.runs import RunDir, create_run
-from orchestrator.training import preflight
 
 CPU = BackendEnv("kohya", Path("/envs/kohya/bin/python"), root=Path("/opt/sd-scripts"), device="cpu")
 GPU = BackendEnv("kohya", Path("/envs/kohya/bin/python"), root=Path("/opt/sd-scripts"), device="cuda")
@@ -164,8 +164,8 @@ def test_the_backend_object_keeps_no_state(tmp_path: Path, data: Path) -> None:
     backend.check(CPU)
     render(job(tmp_path), GPU)
     assert vars(backend) == before == {}
-    assert (backend.label, backend.webhooks, dict(backend.refused)) == ("sd-scripts", False, {})
-    assert backend.families == {"sd15", "sdxl", "flux"}
+    assert (backend.label, backend.webhooks, set(backend.refused)) == ("sd-scripts", False, {"qwen_image", "flux2"})
+    assert backend.families == {"sd15", "sdxl", "flux", "sd3", "chroma", "lumina2"}
 
 
 def test_unknown_backend_args_are_refused_before_anything_is_written(tmp_path: Path, data: Path) -> None:

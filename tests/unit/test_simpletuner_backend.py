@@ -345,7 +345,7 @@ def test_sd15_is_refused_up_front(tmp_path: Path) -> None:
 
 
 def test_sd15_refused_by_preflight_with_the_reason(tmp_path: Path) -> None:
-    from orchestrator.training import preflight
+    from orchestrator.preflight import preflight
 
     job = make_job(tmp_path).model_copy(update={"family": "sd15"})
     with pytest.raises(LoraforgeError) as info:
