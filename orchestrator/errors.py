@@ -44,6 +44,7 @@ _OS_FIXES = {
     "EROFS": ("the file system is read-only", "write to a writable folder (another -o, output.dir or LORAFORGE_HOME)"),
     "ENOENT": ("no such file or folder", "check the path"),
     "EISDIR": ("is a folder, not a file", "pass a file"),
+    "EEXIST": ("already exists", "choose another name or folder, or move that one away"),
     "ENOTDIR": ("a part of the path is not a folder", "check the path"),
     "ENAMETOOLONG": ("the file name is too long", "use a shorter name or path"),
     "EMFILE": ("too many open files", "raise the limit (ulimit -n) or close other programs"),

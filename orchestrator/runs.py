@@ -183,7 +183,7 @@ def disk_failure(error: OSError, run: RunDir) -> Failure:
     what = describe_os_error(error).splitlines()[0]
     return Failure(
         "disk_full",
-        f"{what}; the trainer was stopped (what it saved before is kept in {run.path})",
+        f"{what}; the run stopped there (what it saved before is kept in {run.path})",
         f"free some space there (or set output.dir to another disk), then continue with `loraforge resume {run.path}`",
         [],
         str(run.logs),

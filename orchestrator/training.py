@@ -268,7 +268,11 @@ def _finalize(ready: Ready, run: RunDir, artifacts: Artifacts, sink: EventSink) 
     from orchestrator.lora.finalize import finalize_lora, loraforge_metadata
 
     metadata = loraforge_metadata(ready.job, ready.backend.name, ready.env, ready.dataset, ready.plan)
-    return finalize_lora(ready.job, artifacts.lora, target, metadata)
+    try:
+        return finalize_lora(ready.job, artifacts.lora, target, metadata)
+    except OSError as exc:  # a full or read-only disk: the trainer's own file stays where it is, the run says why
+        sink.emit(disk_failure(exc, run))
+        return None
 
 
 def shell_line(argv: list[str], settings: dict[str, str], cwd: Path) -> str:
