@@ -6,6 +6,7 @@ metadata and reports all use the same images and captions. The trigger is checke
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -44,20 +45,23 @@ def preflight(job: JobSpec, backend_name: str, *, need_env: bool = True) -> Read
     """Everything that can be checked before launching, each with one clear message. ``need_env`` False (render):
     a backend that is not set up is no error; its settings are previewed for this machine's device."""
     backend = base.get(backend_name)
-    dataset = load_dataset(Path(job.dataset))
-    notes = [f"skipped {name}: {why}" for name, why in dataset.unreadable[:5]]
-    if len(dataset.unreadable) > 5:
-        notes.append(f"... and {len(dataset.unreadable) - 5} more unreadable images skipped")
-    if not dataset.images:
-        raise LoraforgeError(
-            f"dataset folder {dataset.root} has no images a trainer reads (.png .jpg .jpeg .webp .bmp; hidden "
-            "folders are skipped)",
-            f"put your photos there, or prepare them with `loraforge prep PHOTOS -o {dataset.root}`",
-        )
-    dataset, trigger_note = _check_trigger(job, dataset)
-    notes += trigger_note
-    job = _with_family(job, backend)
-    env = _environment(backend, need_env)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # the environment check runs the backend's interpreter: beside the dataset read, off the critical path
+        checking = pool.submit(_environment, backend, need_env)
+        dataset = load_dataset(Path(job.dataset))
+        notes = [f"skipped {name}: {why}" for name, why in dataset.unreadable[:5]]
+        if len(dataset.unreadable) > 5:
+            notes.append(f"... and {len(dataset.unreadable) - 5} more unreadable images skipped")
+        if not dataset.images:
+            raise LoraforgeError(
+                f"dataset folder {dataset.root} has no images a trainer reads (.png .jpg .jpeg .webp .bmp; hidden "
+                "folders are skipped)",
+                f"put your photos there, or prepare them with `loraforge prep PHOTOS -o {dataset.root}`",
+            )
+        dataset, trigger_note = _check_trigger(job, dataset)
+        notes += trigger_note
+        job = _with_family(job, backend)
+        env = checking.result()
     job, plan = apply_step_plan(job, dataset.sizes(), backend.name)
     return Ready(job, backend, env, dataset, plan, tuple(notes))
 
