@@ -82,17 +82,21 @@ class App:
 
     def start(self) -> None:
         server = self.server or self.bind()
-        self.feeds.start()
-        self.runner.start()
+        self._start_parts()
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
         self._thread.start()
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until Ctrl-C (the CLI); then call :meth:`stop`."""
         server = self.server or self.bind()
+        self._start_parts()
+        server.serve_forever(poll_interval=0.2)
+
+    def _start_parts(self) -> None:
         self.feeds.start()
         self.runner.start()
-        server.serve_forever(poll_interval=0.2)
+        # read every run folder once now, so the first look at the runs page is as quick as the next
+        threading.Thread(target=self.index.rows, name="runs-index", daemon=True).start()
 
     def stop(self) -> None:
         if self.server is not None:
@@ -185,6 +189,7 @@ def serve(
         raise LoraforgeError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}", "pick another --port (or --port 0: any free one)"
         ) from None
+    app.index.rows()  # every run folder read once before the first page is asked for
     url = app.url + (f"?token={token}" if token else "")
     con.print(f"loraforge serve: {url}", soft_wrap=True, highlight=False)
     con.print(f"runs: {app.runs_root}; jobs run on {', '.join(app.runner.gpus) or 'the CPU, one at a time'}")
