@@ -1,6 +1,7 @@
 """The SimpleTuner backend (SimpleTuner 4.10.1 in its own Python 3.12 environment), one module per job:
 
 - ``options``: JobSpec -> config.json and multidatabackend.json values, the held-out draw, option-name checks;
+- ``families``: what each model family needs beyond ``model_family`` (flavour, text length) and what it ignores;
 - ``env``: the verified versions, setup and check of the environment;
 - ``webhooks``: SimpleTuner's raw webhook payloads -> events, every field type-checked;
 - ``logs``: its stdout/stderr (and saved webhook captures) -> events, and why a run failed;

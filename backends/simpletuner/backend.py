@@ -48,7 +48,8 @@ def output_dir(run: RunDir) -> Path:
 class SimpleTunerBackend:
     name = "simpletuner"
     label = "SimpleTuner"
-    families = frozenset({"sdxl", "flux"})
+    # each trained for real on CPU on its tiny model (tests/fixtures/simpletuner, tests/integration)
+    families = frozenset({"sdxl", "flux", "sd3", "chroma", "lumina2", "qwen_image", "flux2"})
     refused = {"sd15": SD15_REASON}
     webhooks = True
 

@@ -5,7 +5,10 @@ What the output looks like (SimpleTuner 4.10.1; real logs in ../shared/fixtures/
   redrawn with ``\\r`` and ``\\x1b[A``; each step is drawn first with the previous step's ``step_loss`` and then with
   its own (:class:`orchestrator.stepdraws.StepDraws` keeps the second); tracebacks; torch's warnings.
 - stdout: ``[RANK 0] ... [INFO] ...`` lines in ANSI colours; checkpoints end with "Random states saved in
-  .../checkpoint-N/..." (the last piece of state), the final LoRA with "Model weights saved in .../output/...".
+  .../checkpoint-N/..." (the last piece of state). The final LoRA's save prints "Model weights saved in
+  .../output/..." for SDXL only (SD3, Chroma, Lumina 2, Qwen-Image and FLUX.2 print nothing for it); every family
+  logs the dataset overview of its model card (``[INFO] [RANK 0] - Repeats: 0``, then more ``- ...`` lines) inside
+  the final save (between the webhooks' ``model_save`` running and completed), so either line starts "saving".
 - several processes: other ranks' tracebacks carry a ``[rankN]:`` prefix; only rank 0 draws the bar.
 - a saved log may also hold structured lines: webhook captures (``{"body": "<payload>"}``), raw payloads, and
   ``training_metrics.jsonl`` lines (``report_to: simpletuner``).
@@ -47,6 +50,7 @@ _LR = re.compile(r"\blr=([^,\s\]]+)")
 # accelerate, "Model weights saved" comes last instead); weights saved outside checkpoint-N are the final LoRA.
 _SAVED = re.compile(r"(?:Model weights|Random states) saved in (?P<path>\S+)")
 _CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
+_FINAL_SAVE = re.compile(r"\[INFO\] (?:\[RANK \d+\] )?- Repeats: \d+$")  # the model card's dataset overview
 _CACHING = ("Generating aspect bucket cache", "Processing prompts", "Loading captions", "Caching")
 _MODEL_NOT_FOUND = re.compile(r"it looks like (\S+) is not the path to a directory")
 
@@ -69,6 +73,7 @@ class SimpleTunerLogParser:
         self._phase = -1  # index into PHASES of the last phase emitted
         self._step = 0  # the last step a Progress was emitted for
         self._checkpoints: set[str] = set()
+        self._saved_final = False  # the final save was logged before the steps were read (a replayed log)
 
     # --- the two inputs ---------------------------------------------------------------------------------------
 
@@ -117,6 +122,8 @@ class SimpleTunerLogParser:
         if not self.live:
             events += self._ordered([p for p in map(_reading, self._draws.flush()) if p is not None])
         failed = self.watch.uncaught if returncode is None else returncode != 0
+        if self._saved_final and not failed:
+            events += self._ordered([Phase("saving")])
         if failed:
             events.append(self.failure(returncode))
         return events
@@ -146,6 +153,8 @@ class SimpleTunerLogParser:
             events = [] if self.live else self._plain(line)
         if not self.live and "saved in " in line and (saved := _SAVED.search(line)) is not None:
             events += self._saved(saved.group("path"))
+        elif not self.live and "- Repeats: " in line and _FINAL_SAVE.search(line):
+            events += self._final_save()
         return events
 
     def _plain(self, line: str) -> list[Event]:
@@ -207,8 +216,17 @@ class SimpleTunerLogParser:
         folder = path.rsplit("/", 1)[0]
         match = _CHECKPOINT_DIR.fullmatch(folder.rsplit("/", 1)[-1])
         if match is None:
-            return self._ordered([Phase("saving")])  # the final LoRA
+            return self._final_save()
         return self._ordered([Checkpoint(folder, int(match.group(1)))])
+
+    def _final_save(self) -> list[Event]:
+        """Training is over: the last step's reading, if its bar drew it only once, then "saving". A saved log is
+        replayed stdout first: a save line met before any step (the bar is on stderr) says "saving" at the end."""
+        if self._phase < PHASES.index("training"):
+            self._saved_final = True
+            return []
+        due = [p for p in map(_reading, self._draws.flush()) if p is not None]
+        return self._ordered([*due, Phase("saving")])
 
     # --- the stream's promises --------------------------------------------------------------------------------
 

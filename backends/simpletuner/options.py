@@ -6,7 +6,8 @@ Facts this relies on (SimpleTuner 4.10.1, verified on CPU; see the project's ref
 - captions come from the run copy's ``.txt`` files (``caption_strategy: textfile``), which already hold the trigger;
   the dataset's ``instance_prompt`` only names it (SimpleTuner records it as the LoRA's trigger word);
 - ``repeats`` counts extra passes (0 = each image once), where the JobSpec counts passes;
-- LyCORIS (``lora_type: lycoris``) reads its algorithm and dimensions from a JSON file (``lycoris_config``).
+- LyCORIS (``lora_type: lycoris``) reads its algorithm and dimensions from a JSON file (``lycoris_config``);
+- what a model family needs beyond ``model_family`` (flavour, text length) and ignores: families.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backends.simpletuner.families import family_options
 from orchestrator.dataset.model import Dataset, DatasetImage
 from orchestrator.errors import LoraforgeError
 from orchestrator.job import JobSpec
@@ -127,17 +129,17 @@ def map_options(
         "resolution_type": "pixel",
         "seed": t.seed,
         "gradient_checkpointing": t.gradient_checkpointing,
-        "noise_offset": t.noise_offset or 0.0,
         "report_to": "none",
         "push_to_hub": False,
         "use_ema": False,
     }
+    family = family_options(job, offline=offline)  # flavour, text length, what the family ignores
+    config.update(family.config)
+    notes += family.notes
     if t.steps and t.epochs:
         notes.append(f"training.epochs={t.epochs} ignored: training.steps={t.steps} decides the length")
     if n.dropout is not None:
         config["lora_dropout"] = n.dropout
-    if t.min_snr_gamma is not None:
-        config["snr_gamma"] = t.min_snr_gamma
     if s.every_n_steps is not None:
         config["checkpoint_step_interval"] = s.every_n_steps
     if s.keep_last is not None:

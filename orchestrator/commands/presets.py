@@ -34,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.presets import builtin_names, describe, load_preset_layer, write_preset_file
 
     if args.action == "list":
-        for name in builtin_names():
-            print(f"{name:<14} {describe(name)}")
+        names = builtin_names()
+        width = max(map(len, names), default=0)
+        for name in names:
+            print(f"{name:<{width}}  {describe(name)}")
         return 0
     if args.action == "show":
         sys.stdout.write(yaml.safe_dump(load_preset_layer(args.name), sort_keys=False, allow_unicode=True))

@@ -29,8 +29,15 @@ def preset_for(subject: str, family: str) -> str:
 
 
 def describe(name: str) -> str:
-    """The reasoning comment at the top of a built-in preset."""
-    first = builtin_path(name).read_text(encoding="utf-8").splitlines()[0]
+    """The reasoning line of a built-in preset: ``# NAME: ...`` among its leading comments (the first line of the
+    older presets; the newer ones open with the command that uses them)."""
+    lines = builtin_path(name).read_text(encoding="utf-8").splitlines()
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        if line.startswith(f"# {name}: "):
+            return line[len(f"# {name}: ") :]
+    first = lines[0] if lines else ""
     return first.lstrip("# ").partition(": ")[2] or first
 
 

@@ -85,7 +85,7 @@ def test_additional_parameters_are_parsed() -> None:
 
 
 def test_every_builtin_preset_is_a_valid_job() -> None:
-    assert len(builtin_names()) == 9
+    assert len(builtin_names()) == 24  # face, object and style for each of the 8 families
     for name in builtin_names():
         build_job(merge_layers(REQUIRED, load_preset_layer(name)), name)
 
