@@ -128,6 +128,7 @@ class App:
         detail = run_detail(run, self.store.by_run(run.path))
         row = self.index.row(run.path.name)
         detail["summary"] = row.to_json() if row else None
+        detail["loras"] = [row.lora] if row and row.lora else []  # the final LoRA, as the Finished event names it
         detail["root"] = str(run.path)
         return detail
 

@@ -39,7 +39,6 @@ def run_detail(run: RunDir, job: QueueJob | None) -> dict[str, Any]:
     for row in checkpoint_table(run):
         rel = relative(run, row["path"])
         checkpoints.append({**row, "path": rel or row["path"], "file": bool(rel and (run.path / rel).is_file())})
-    loras = sorted(p.name for p in run.output.glob("*.safetensors")) if run.output.is_dir() else []
     return {
         "name": run.path.name,
         "state": run.state(),
@@ -48,7 +47,6 @@ def run_detail(run: RunDir, job: QueueJob | None) -> dict[str, Any]:
         "logs": _files(run.logs, run.path),
         "checkpoints": checkpoints,
         "overfit_step": find_turn(checkpoint_table(run)),
-        "loras": [f"output/{name}" for name in loras],
         "queue": job.to_json() if job else None,
     }
 

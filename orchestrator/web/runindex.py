@@ -121,7 +121,7 @@ class _Entry:
             loss=progress.loss if progress else None,
             it_per_s=progress.it_per_s if progress else None,
             eta_s=progress.eta_s if progress else None,
-            lora=self._relative(self.lora),
+            lora=self._lora(),
             failure=self.failure,
             created=float(self.state.get("created") or 0.0),
             updated=max(self.updated, self.tail.mtime),
@@ -133,6 +133,17 @@ class _Entry:
         except (OSError, yaml.YAMLError):
             return {}
         return data if isinstance(data, dict) else {}
+
+    def _lora(self) -> str | None:
+        """The final LoRA the Finished event names; for a finished run whose event names none, the one the job's
+        name gives in output/ (the same place `loraforge compare` looks)."""
+        found = self._relative(self.lora)
+        if found is None and self.state.get("status") == "finished" and self.job:
+            output = self.job.get("output") if isinstance(self.job.get("output"), dict) else {}
+            name = output.get("name") or self.job.get("name")
+            if name and (self.run.output / f"{name}.safetensors").is_file():
+                found = f"output/{name}.safetensors"
+        return found
 
     def _relative(self, lora: str | None) -> str | None:
         if not lora:

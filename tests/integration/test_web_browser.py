@@ -209,3 +209,62 @@ def test_photos_to_a_lora_in_the_browser(st_env, browser, tmp_path: Path) -> Non
         assert not errors, errors
     finally:
         server.stop()
+
+
+def test_the_run_page_shows_validation_overfitting_samples_and_the_failure(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Everything a run page draws that a CPU run of the tiny model does not produce (validation loss, the
+    overfitting turn, sample images, a failure), from a run folder written the way a run writes it."""
+    from playwright.sync_api import expect
+
+    from orchestrator.events import Checkpoint, Failure, Phase, Sample, Validation
+
+    events: list = [Phase("setup"), Phase("loading"), Phase("training")]
+    samples = []
+    for step in range(1, 31):
+        events.append(
+            Progress(step, 40, epoch=1, epochs=2, loss=0.5 * 0.97**step, it_per_s=1.2, eta_s=(40 - step) / 1.2)
+        )
+        if step % 10 == 0:
+            events += [Checkpoint(f"CKPT{step}", step), Validation(step, {10: 0.50, 20: 0.45, 30: 0.55}[step])]
+            for prompt in ("ohwx person riding a bicycle", "ohwx person in a spacesuit"):
+                samples.append((prompt, step))
+                events.append(Sample(f"SAMPLE{len(samples)}", step, prompt))
+    events.append(Failure("out_of_memory", "CUDA out of memory", "lower training.batch_size", ["line one", "line two"]))
+    run = make_run(tmp_path, "kohya", events, name="features", status="failed")
+    (run.output / "samples").mkdir()
+    text = run.events_file.read_text()
+    for index in range(1, len(samples) + 1):  # the paths the trainer would have written
+        image = run.output / "samples" / f"{index}.png"
+        Image.new("RGB", (96, 96), (30 * index % 255, 90, 160)).save(image)
+        text = text.replace(f'"SAMPLE{index}"', json.dumps(str(image)))
+    for step in (10, 20, 30):
+        text = text.replace(f'"CKPT{step}"', json.dumps(str(run.output / f"features-{step:06d}.safetensors")))
+        (run.output / f"features-{step:06d}.safetensors").write_bytes(b"x")
+    run.events_file.write_text(text)
+
+    server = ServeProcess(tmp_path / "runs", free_port(), "--gpus", "none")
+    url = server.start()
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{url}runs/{run.path.name}")
+        expect(page.locator("#chart")).to_have_attribute("data-points", "30")
+        expect(page.locator("#overfit")).to_contain_text("rose at step 30")
+        expect(page.locator("#overfit")).to_contain_text("step 20 may generalise better")
+        expect(page.locator("#samples img")).to_have_count(6)
+        page.wait_for_load_state("networkidle")
+        assert all(page.locator("#samples img").evaluate_all("imgs => imgs.map(i => i.naturalWidth === 96)"))
+        assert page.locator("#samples th").all_inner_texts() == ["prompt", "step 10", "step 20", "step 30"]
+        expect(page.locator("#failure")).to_contain_text("out_of_memory: CUDA out of memory")
+        expect(page.locator("#failure")).to_contain_text("line two")
+        expect(page.locator("#phases li.failed")).to_have_text("training")
+        expect(page.locator("#checkpoints tbody tr")).to_have_count(3)
+        expect(page.locator("#checkpoints td.warn")).to_have_text("0.5500")
+        expect(page.locator("#actions button")).to_have_text(["Resume", "Retry"])
+        assert page.inner_text("#step") == "30/40" and page.inner_text("#epoch") == "1/2"
+        page.check("#logscale")
+        shot(page, tmp_path, "web-run-features.png")
+        assert not errors, errors
+    finally:
+        server.stop()

@@ -133,6 +133,56 @@ def test_a_killed_server_comes_back_to_its_running_job_and_queue(st_env, tmp_pat
     assert not leftovers, "a worker outlived its job"
 
 
+def test_cancel_a_real_run_then_resume_it_from_its_checkpoint(st_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.events import Progress, read_events
+    from orchestrator.tiny import tiny_sdxl
+    from orchestrator.tiny.dataset import make_dataset
+
+    model = tiny_sdxl(st_env.python, root=tmp_path / "tiny")
+    photos = make_dataset(tmp_path / "photos", count=5, size=256)
+    runs = tmp_path / "runs"
+    server = ServeProcess(runs, free_port(), "--gpus", "none")
+    url = server.start()
+    try:
+        client = Client(url)
+        draft = client.call("POST", "/api/drafts")["id"]
+        for path in sorted(photos.iterdir()):
+            client.call("PUT", f"/api/drafts/{draft}/files/{path.name}", raw=path.read_bytes())
+        client.call("POST", f"/api/drafts/{draft}/prep", {"subject": "object", "size": 256, "crop": "center"})
+        form = {"name": "stopme", "subject": "object", "base_model": str(model), "backend": "simpletuner", "rank": 4,
+                "steps": 40, "set": TINY + "\nsaving.every_n_steps=5\nsaving.keep_last=2"}  # fmt: skip
+        job = client.call("POST", f"/api/drafts/{draft}/start", form)
+        name = wait_for(lambda: client.call("GET", f"/api/jobs/{job['id']}").get("run_name"), timeout=120, what="run")
+        wait_for(lambda: client.call("GET", f"/api/runs/{name}")["checkpoints"], timeout=300, interval=0.3,
+                 what="the first checkpoint")  # fmt: skip
+        client.call("POST", f"/api/runs/{name}/cancel")
+        stopped = wait_for(lambda: client.call("GET", f"/api/jobs/{job['id']}")["status"] != "running" and
+                           client.call("GET", f"/api/jobs/{job['id']}"), timeout=120, what="the cancel")  # fmt: skip
+        assert stopped["status"] == "cancelled"
+        row = client.runs()[name]
+        assert row["status"] == "interrupted" and row["step"] < 40, row
+        saved = max(c["step"] for c in client.call("GET", f"/api/runs/{name}")["checkpoints"])
+
+        resumed = client.call("POST", f"/api/runs/{name}/resume")
+        assert resumed["run"] == str(runs / name)
+        done = wait_for(lambda: client.call("GET", f"/api/jobs/{resumed['id']}")["status"] not in ("queued", "running")
+                        and client.call("GET", f"/api/jobs/{resumed['id']}"), timeout=400, interval=1, what="resume")  # fmt: skip
+        assert done["status"] == "finished", (done, server.output[-20:])
+        state = json.loads((runs / name / "run.json").read_text())
+        assert state["status"] == "finished" and state["resumed_from"] == saved
+        steps = [e.step for e in read_events(runs / name / "events.jsonl") if isinstance(e, Progress)]
+        restarts = [i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]]  # where the resumed part begins
+        assert steps[-1] == 40 and len(restarts) <= 1
+        assert not restarts or steps[restarts[0]] == saved + 1  # went on from the checkpoint, not from step 1
+        assert (runs / name / "output" / "stopme.safetensors").stat().st_size > 0
+    finally:
+        server.stop()
+        leftovers = workers(runs)
+        for pid in leftovers:
+            os.kill(pid, signal.SIGTERM)
+    assert not leftovers, "a worker outlived its job"
+
+
 def workers(runs: Path) -> list[int]:
     """Agents still running for this test's queue (their command line names its jobs folder)."""
     found = []

@@ -72,6 +72,11 @@ class LossChart {
         ctx.beginPath(); ctx.arc(X(st), Y(value(y)), 4, 0, 2 * Math.PI); ctx.fill();
       }
     });
+    if (this.series.length === 1 && (this.series[0].validation || []).length) {
+      ctx.fillStyle = this.series[0].colour || COLOURS[0];
+      ctx.beginPath(); ctx.arc(pad.left + 12, pad.top + 6, 4, 0, 2 * Math.PI); ctx.fill();
+      ctx.fillText("validation loss", pad.left + 20, pad.top + 10);
+    }
     if (this.series.length > 1) {  // a legend: which colour is which run
       let x = pad.left + 8;
       this.series.forEach((s, index) => {

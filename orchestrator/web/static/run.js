@@ -76,9 +76,9 @@
     box.hidden = !run.failure;
     if (!run.failure) return;
     const f = run.failure;
-    box.replaceChildren(el("b", {}, `${f.kind}: ${f.message}`), f.hint ? el("p", {}, "Fix: " + f.hint) : null,
+    box.replaceChildren(el("div", {}, el("b", {}, `${f.kind}: ${f.message}`), f.hint ? el("p", {}, "Fix: " + f.hint) : null,
       f.log_tail && f.log_tail.length ? el("pre", {}, f.log_tail.join("\n")) : null,
-      f.log_path ? el("p", { class: "muted" }, "Full log: " + f.log_path) : null);
+      f.log_path ? el("p", { class: "muted" }, "Full log: " + f.log_path) : null));
   }
 
   function drawSamples() {
