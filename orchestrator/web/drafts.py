@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import LoraforgeError
+from orchestrator.errors import BackendNotReady, LoraforgeError
 from orchestrator.job import JobSpec, build_job, dump_job, merge_layers, parse_assignment
 from orchestrator.web.paths import child, inside
 from orchestrator.web.responses import HttpError
@@ -189,12 +189,17 @@ class Drafts:
 
         job, backend = self.job(draft, form)
         ready = preflight(job, backend, need_env=False)
+        notes = list(ready.notes)
+        try:  # not a refusal: the job may be meant for a cluster, where the backend is set up
+            preflight(job, backend, need_env=True)
+        except BackendNotReady as exc:
+            notes.append(f"on this machine: {exc.message}" + (f" (fix: {exc.hint})" if exc.hint else ""))
         (self.folder(draft) / "settings.json").write_text(json.dumps(form), encoding="utf-8")
         return {
             "backend": backend,
             "plan": ready.plan.text(),
             "steps": ready.plan.total_steps,
-            "notes": list(ready.notes),
+            "notes": notes,
             "job": dump_job(ready.job),
             "family": ready.job.family,
         }

@@ -139,8 +139,8 @@ class _Entry:
         name gives in output/ (the same place `loraforge compare` looks)."""
         found = self._relative(self.lora)
         if found is None and self.state.get("status") == "finished" and self.job:
-            output = self.job.get("output") if isinstance(self.job.get("output"), dict) else {}
-            name = output.get("name") or self.job.get("name")
+            output = self.job.get("output")
+            name = (output.get("name") if isinstance(output, dict) else None) or self.job.get("name")
             if name and (self.run.output / f"{name}.safetensors").is_file():
                 found = f"output/{name}.safetensors"
         return found

@@ -368,11 +368,15 @@ class QueueRunner:
 
 
 def last_line(path: Path, size: int = 4096) -> str | None:
-    """The last non-empty line of a log (the agent's exception, when it died of one)."""
+    """The end of a log in one line: its last unindented line and the indented ones after it (the agent's
+    exception with its ``fix:`` line, when it died of one)."""
     try:
         with path.open("rb") as f:
             f.seek(max(0, path.stat().st_size - size))
-            lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
+            lines = [line.rstrip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
     except OSError:
         return None
-    return lines[-1] if lines else None
+    if not lines:
+        return None
+    start = max((i for i, line in enumerate(lines) if not line[:1].isspace()), default=len(lines) - 1)
+    return " ".join(line.strip() for line in lines[start:])

@@ -9,12 +9,13 @@ fetched from elsewhere), no MIME sniffing, no framing, no referrer.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import socket
 import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from orchestrator.errors import LoraforgeError
@@ -64,7 +65,7 @@ class WebServer(ThreadingHTTPServer):
 class _Body:
     """The request body, never read past its Content-Length; remembers how much is left unread."""
 
-    def __init__(self, raw: IO[bytes], length: int) -> None:
+    def __init__(self, raw: BinaryIO | io.BufferedIOBase, length: int) -> None:
         self.raw = raw
         self.left = length
 
@@ -123,7 +124,8 @@ class Handler(BaseHTTPRequestHandler):
         guard = app.guard
         if not guard.host_ok(headers.get("Host")):
             return Response(403, b"this server answers only to 127.0.0.1 or localhost\n")
-        token = (query.get("token") or [None])[-1]
+        tokens = query.get("token")
+        token = tokens[-1] if tokens else None
         via = guard.authenticate(headers, parse_cookies(headers.get("Cookie")), token)
         if via is None:
             return _error(path, HttpError(401, "a token is needed", "open the URL `loraforge serve` printed"))
@@ -176,6 +178,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(size))
             if answer.download:
                 self.send_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(answer.path.name)}")
+            self.send_header("Content-Security-Policy", "sandbox")  # a file opened by itself runs nothing
             for key, value in answer.headers.items():
                 self.send_header(key, value)
             self.end_headers()

@@ -156,3 +156,18 @@ def test_a_server_restart_keeps_the_running_job_and_the_queue(tmp_path: Path) ->
         run_a = RunDir(Path(app.store.get(a.id).run))  # type: ignore[arg-type, union-attr]
         assert isinstance(read_events(run_a.events_file)[-1], Finished)
         assert app.store.get(b.id).started >= app.store.get(a.id).ended  # type: ignore[union-attr, operator]
+
+
+def test_a_dead_workers_message_is_its_last_error_with_the_fix(tmp_path: Path) -> None:
+    from orchestrator.web.runner import last_line
+
+    log = tmp_path / "agent.log"
+    log.write_text(
+        'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n    main()\n'
+        "orchestrator.errors.BackendNotReady: simpletuner: no environment registered\n"
+        "  fix: loraforge setup simpletuner\n"
+    )
+    assert last_line(log) == (
+        "orchestrator.errors.BackendNotReady: simpletuner: no environment registered fix: loraforge setup simpletuner"
+    )
+    assert last_line(tmp_path / "missing.log") is None
