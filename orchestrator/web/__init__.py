@@ -2,7 +2,9 @@
 
 The pieces, each a small module:
 
+    app.py       the app's settings and parts, started and stopped together; serve() for the CLI
     server.py    the HTTP server (standard library, one thread per connection) and the request gate
+    responses.py what a route gets (Request) and gives (Response, FileResponse, StreamResponse, HttpError)
     auth.py      token, host and cross-site-request checks: what every request passes before a route sees it
     routes.py    the route table: URL -> handler, path parameters checked by paths.py
     paths.py     path parameters resolved inside their folder, never outside
