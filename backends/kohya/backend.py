@@ -1,7 +1,7 @@
 """The kohya backend: kohya-ss sd-scripts run as ``python -m accelerate.commands.launch --config_file accelerate.yaml
 SCRIPT --config_file config.toml`` in its own venv, with the sd-scripts checkout as working directory.
 
-The class only ties the modules together (options, env, logs); it keeps no state between calls.
+The class only ties the modules together (families, parts, options, env, logs); it keeps no state between calls.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 
 from backends.base import Artifacts, Endpoint, Launch, Problem, Rendered, Resume, SetupRequest
 from backends.kohya import env as kohya_env
+from backends.kohya import parts
+from backends.kohya.families import REFUSED, SCRIPTS, check_network, family
 from backends.kohya.logs import KohyaLogParser
 from backends.kohya.options import (
-    SCRIPTS,
-    TOKENIZER_FOLDERS,
     build_options,
     dataset_values,
     prompt_lines,
@@ -46,7 +46,7 @@ class KohyaBackend:
     name = "kohya"
     label = "sd-scripts"
     families = frozenset(SCRIPTS)
-    refused: Mapping[str, str] = {}
+    refused: Mapping[str, str] = REFUSED
     webhooks = False
 
     def setup(self, request: SetupRequest, console: Any) -> BackendEnv:
@@ -65,27 +65,29 @@ class KohyaBackend:
         resume: Resume | None = None,
         endpoint: Endpoint | None = None,
     ) -> Rendered:
-        if job.family not in SCRIPTS:
-            raise LoraforgeError(f"sd-scripts cannot train family {job.family!r}", "use sd15, sdxl or flux")
         # everything that can refuse the job runs before anything is written
-        unknown_options(job, kohya_env.known_options(env.root or kohya_env.default_root()))
+        spec = family(job.family)
+        check_network(job)
+        unknown_options(job, kohya_env.known_options(env.root or kohya_env.default_root(), spec.script))
+        found = parts.resolve(job, spec)
         folder, output = run.rendered, output_dir(run)
-        tokenizers = folder / "tokenizers" if _tokenizer_source(job.base_model) else None
+        tokenizers = folder / "tokenizers" if found.tokenizers else None
         options, notes = build_options(
-            job, rendered=folder, output=output, tokenizers=tokenizers, cpu=env.cpu, resume=resume
+            job, rendered=folder, output=output, tokenizers=tokenizers, cpu=env.cpu, resume=resume, parts=found.options
         )
+        notes += found.notes
         prompts = prompt_lines(job) if "sample_prompts" in options else None
         accelerate = render_accelerate(job, cpu=env.cpu)
         notes += _trigger_notes(job, dataset)
 
         write_run_copy(dataset.images, run.data, dataset.root)
         if tokenizers is not None:
-            _copy_tokenizers(Path(job.base_model).expanduser(), tokenizers)
+            _copy_tokenizers(found.tokenizers, tokenizers)
         values = dataset_values(job, run.data)
         dataset_file = write_rendered(folder / "dataset.toml", render_template("kohya/dataset.toml.j2", **values))
         config = write_rendered(
             folder / "config.toml",
-            render_template("kohya/config.toml.j2", options=options, job_name=job.name, script=SCRIPTS[job.family]),
+            render_template("kohya/config.toml.j2", options=options, job_name=job.name, script=spec.script),
         )
         if prompts is not None:
             write_rendered(folder / "prompts.txt", prompts)
@@ -114,7 +116,7 @@ class KohyaBackend:
             "accelerate.commands.launch",
             "--config_file",
             str(rendered.files["accelerate"]),
-            SCRIPTS[job.family or "sd15"],
+            family(job.family).script,
             "--config_file",
             str(rendered.files["config"]),
         ]
@@ -149,19 +151,11 @@ class KohyaBackend:
         return Artifacts(lora=lora if lora.exists() else None, checkpoints=checkpoints, resume=resume)
 
 
-def _tokenizer_source(base_model: str) -> bool:
-    """A local diffusers folder with its own tokenizers: sd-scripts is pointed at them, so nothing is downloaded."""
-    try:
-        return (Path(base_model).expanduser() / "tokenizer").is_dir()
-    except (RuntimeError, OSError):  # "~user" of an unknown user, a name too long: not a local folder
-        return False
-
-
-def _copy_tokenizers(model: Path, target: Path) -> None:
-    """Lay the model's tokenizers out where sd-scripts looks for them (<cache>/<hub id with / as _>)."""
-    for sub, folder in TOKENIZER_FOLDERS.items():
-        if (model / sub).is_dir() and not (target / folder).exists():
-            shutil.copytree(model / sub, target / folder)
+def _copy_tokenizers(sources: dict[str, Path], target: Path) -> None:
+    """The run's own tokenizer cache (sd-scripts writes into one that lacks an entry: never into a model folder)."""
+    for entry, source in sources.items():
+        if not (target / entry).exists():
+            shutil.copytree(source, target / entry)
 
 
 def _trigger_notes(job: JobSpec, dataset: Dataset) -> list[str]:

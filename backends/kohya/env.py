@@ -6,6 +6,7 @@ checkout as working directory, in a venv holding torch and its requirements.txt.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from functools import cache
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Problem, SetupRequest
-from backends.kohya.options import sd_scripts_options
+from backends.kohya.families import SCRIPTS
+from backends.kohya.options import script_options, sd_scripts_options
 from orchestrator.envs import (
     BackendEnv,
     create_venv,
@@ -144,21 +146,27 @@ def describe_env(python: Path, root: Path, *, managed: bool) -> BackendEnv:
 
 def options_dump(root: Path) -> Path:
     commit = sd_scripts_commit(root) or "unknown"
-    return home() / "cache" / f"sd-scripts-options-{commit[:12]}.json"
+    return home() / "cache" / f"sd-scripts-options-{commit[:12]}-scripts.json"
 
 
 def dump_options(env: BackendEnv) -> None:
-    """Record sd-scripts' own argparse option names for this checkout (to reject unknown backend_args early)."""
+    """Record the argparse option names of each of this checkout's training scripts (one per family) to reject
+    unknown backend_args early: {script: [names]}."""
     root = env.root or default_root()
     target = options_dump(root)
     if target.exists():
         return
     code = (
-        "import json, sys\n"
+        "import importlib, json, sys\n"
         "sys.argv = ['train_network.py']\n"
-        "import train_network\n"
-        "parser = train_network.setup_parser()\n"
-        "print(json.dumps(sorted(a.dest for a in parser._actions)))"
+        "out = {}\n"
+        f"for script in {sorted(set(SCRIPTS.values()))!r}:\n"
+        "    try:\n"
+        "        parser = importlib.import_module(script[:-3]).setup_parser()\n"
+        "    except Exception:\n"  # a checkout without that script: it is assumed to take what loraforge ships
+        "        continue\n"
+        "    out[script] = sorted(a.dest for a in parser._actions)\n"
+        "print(json.dumps(out))"
     )
     out = subprocess.run([str(env.python), "-c", code], capture_output=True, text=True, cwd=root, timeout=600)
     if out.returncode == 0 and out.stdout.strip():
@@ -168,10 +176,13 @@ def dump_options(env: BackendEnv) -> None:
 
 
 @cache
-def known_options(root: Path) -> frozenset[str]:
-    """sd-scripts' option names: dumped once per checkout commit by `loraforge setup kohya`, else the list shipped
-    with loraforge (sd-scripts 48d368fa)."""
+def known_options(root: Path, script: str = "train_network.py") -> frozenset[str]:
+    """The option names of one of sd-scripts' training scripts: dumped once per checkout commit by `loraforge setup
+    kohya`, else the lists shipped with loraforge (sd-scripts 48d368fa)."""
     dump = options_dump(root)
     if dump.exists():
-        return frozenset(json.loads(dump.read_text(encoding="utf-8")))
-    return frozenset(sd_scripts_options())
+        with contextlib.suppress(ValueError, AttributeError):
+            dumped = json.loads(dump.read_text(encoding="utf-8")).get(script)
+            if dumped:
+                return frozenset(dumped)
+    return frozenset(sd_scripts_options()) | frozenset(script_options().get(script, {}))

@@ -6,6 +6,12 @@ What sd-scripts writes (``accelerate launch`` of train_network.py and its siblin
 - stderr: rich logging (wrapped at 80 columns) and the tqdm bar "steps: 25%|..| 1/4 [.., 6.44s/it, avr_loss=1.09]",
   separated by \\r, each step drawn twice (timing first, with the previous step's avr_loss, then its own);
   validation passes draw their own "validation steps:" bar;
+- other tqdm bars on stderr: "read caption:", and unlabeled ones (" 25%|..| 1/4 [..]") after "caching latents..." and
+  "caching Text Encoder outputs..." (SD3, Flux, Chroma, Lumina 2: minutes on CPU); caching is a phase, not progress,
+  and no bar line is kept for a failure's tail;
+- text glued to a bar with no line break: a warning printed at each save ("...avr_loss=2.93]/.../lora_sd3.py:530:
+  FutureWarning: ..."), or a log line ("...[00:00<?, ?it/s]2026-12-07 09:17:30 INFO epoch is incremented."): read
+  as a line of its own;
 - failures: a Python traceback, then accelerate's CalledProcessError traceback; exit status 1. Several processes
   prefix each line of a rank's traceback with "[rankN]: " (see orchestrator.distributed).
 
@@ -35,6 +41,8 @@ BAR = re.compile(
 VAL_BAR = re.compile(
     r"validation steps:\s+\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*\[.*?val_(?:epoch_)?avg_loss=(?P<loss>[\d.eE+-]+|nan)"
 )
+# any other tqdm bar: an optional label, the percentage and the bar ("read caption: 100%|", " 25%|")
+OTHER_BAR = re.compile(r"\s*(?:[^|:]{1,40}:\s*)?\d{1,3}%\|")
 TOTAL = re.compile(r"total optimization steps[^:]*:\s*(\d+)")
 EPOCH = re.compile(r"^epoch (\d+)/(\d+)")
 SAVED = re.compile(r"saving checkpoint: (.+\.safetensors)")
@@ -56,6 +64,12 @@ def _seconds(clock: str) -> float | None:
     for part in clock.split(":"):
         seconds = seconds * 60 + int(part)
     return float(seconds)
+
+
+def _glued(segment: str, start: int) -> str | None:
+    """The text after a bar's closing "]" (from ``start``, inside the bar), when something was printed onto it."""
+    end = segment.find("]", start)
+    return segment[end + 1 :] if 0 <= end < len(segment) - 1 else None
 
 
 def _progress(draw: Draw) -> Progress:
@@ -110,6 +124,8 @@ class KohyaLogParser:
                 match = BAR.match(segment)
                 if match is not None:
                     events += self._bar(match)
+                    if (rest := _glued(segment, match.end())) is not None:
+                        events += self._segment(rest)
                     continue
             events += self._segment(segment)
         return events
@@ -162,10 +178,16 @@ class KohyaLogParser:
 
     def _line(self, line: str) -> list[Event]:
         if "steps:" in line and (match := BAR.search(line)):
-            return self._bar(match)
+            events = self._bar(match)
+            rest = _glued(line, match.end())
+            return events if rest is None else events + self._line(rest)
         stripped = line.strip()
         if not stripped:
             return []
+        if "%|" in line and (match := OTHER_BAR.match(line)):
+            self.watch.progress()  # the trainer goes on: a traceback before this bar did not end the run
+            rest = _glued(line, match.end())
+            return [] if rest is None else self._line(rest)
         self.watch.line(line)
         # substring tests before regexes: most lines match nothing
         if "optimization steps" in line and (match := TOTAL.search(line)):
@@ -182,7 +204,7 @@ class KohyaLogParser:
         if self.phase >= TRAINING:
             return []
         lower = line.lower()
-        if "caching latents" in lower:
+        if "caching latents" in lower or "caching text encoder outputs" in lower:
             return self._advance(CACHING)
         if "loading" in lower:
             return self._advance(LOADING)

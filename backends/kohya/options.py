@@ -19,21 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Resume
+from backends.kohya.families import family, family_options
 from orchestrator.distributed import free_port, node_placement
 from orchestrator.errors import LoraforgeError
 from orchestrator.job import JobSpec
 from orchestrator.render import render_template
 from orchestrator.secrets import HOW_TO_PASS, is_secret
 from orchestrator.steps import validation_interval
-
-SCRIPTS = {"sd15": "train_network.py", "sdxl": "sdxl_train_network.py", "flux": "flux_train_network.py"}
-# sd-scripts reads the CLIP tokenizers from <tokenizer_cache_dir>/<hub id with / as _> when that folder exists.
-TOKENIZER_FOLDERS = {
-    "tokenizer": "openai_clip-vit-large-patch14",
-    "tokenizer_2": "laion_CLIP-ViT-bigG-14-laion2B-39B-b160k",
-}
-# An option whose name says it holds a credential. Matched on words, so max_token_length or keep_tokens are not.
-
 
 # --- sd-scripts' own options and its optimizers: data files beside this module -------------------------------------
 
@@ -47,6 +39,18 @@ def sd_scripts_options() -> dict[str, tuple[str, Any]]:
         if line.strip() and not line.startswith("#"):
             name, kind, default = line.split("\t")
             options[name] = (kind, json.loads(default))
+    return options
+
+
+@cache
+def script_options() -> dict[str, dict[str, tuple[str, Any]]]:
+    """Per family script, the options it adds to train_network.py's (sd_scripts_script_options.txt), typed the same
+    way: what a checkout without an options dump is assumed to accept for that script."""
+    options: dict[str, dict[str, tuple[str, Any]]] = {}
+    for line in Path(__file__).with_name("sd_scripts_script_options.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            script, name, kind, default = line.split("\t")
+            options.setdefault(script, {})[name] = (kind, json.loads(default))
     return options
 
 
@@ -101,19 +105,24 @@ def refuse_secrets(options: dict[str, Any], where: str) -> None:
 
 
 def network_settings(job: JobSpec) -> tuple[str, list[str]]:
-    """network_module and network_args for the job's network type (LyCORIS types through lycoris.kohya)."""
+    """network_module and network_args for the job's network type: plain LoRA through the family's own module
+    (families.toml), LyCORIS types through lycoris.kohya."""
     args = [f"{k}={v}" for k, v in job.network.args.items()]
     kind = job.network.type
     if kind == "lora":
-        return ("networks.lora_flux" if job.family == "flux" else "networks.lora"), args
+        return family(job.family).network_module, args
     if kind == "dylora":
         return "networks.dylora", args
     return "lycoris.kohya", [f"algo={kind}", *args]
 
 
 def training_options(job: JobSpec) -> dict[str, Any]:
-    """The job's settings as sd-scripts options, in a readable order: no path, nothing about this machine. Booleans
-    are written either way, so a file read back means the same job."""
+    """The job's settings as sd-scripts options, in a readable order, then what its family needs (families.toml):
+    no path, nothing about this machine. Booleans are written either way, so a file read back means the same job."""
+    return family_options(job, _job_options(job))[0]
+
+
+def _job_options(job: JobSpec) -> dict[str, Any]:
     training = job.training
     module, network_args = network_settings(job)
     options: dict[str, Any] = {"network_module": module, "network_dim": job.network.rank, "network_alpha": job.alpha}
@@ -165,24 +174,26 @@ def build_options(
     tokenizers: Path | None,
     cpu: bool,
     resume: Resume | None,
+    parts: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The run's config.toml options (its files in ``rendered``, sd-scripts' own output in ``output``), and notes on
-    what sd-scripts cannot express here (never dropped)."""
+    """The run's config.toml options (its files in ``rendered``, sd-scripts' own output in ``output``, the model's
+    files as parts.py resolved them), and notes on what sd-scripts cannot express here (never dropped)."""
     extra = job.backend_args.get("kohya", {})
     refuse_secrets(extra, "backend_args.kohya")
     notes: list[str] = []
     options: dict[str, Any] = {
         "pretrained_model_name_or_path": job.base_model,
+        **(parts or {}),
         "dataset_config": str(rendered / "dataset.toml"),
         "output_dir": str(output),
         "output_name": job.lora_name,
         "save_model_as": "safetensors",
         "caption_extension": ".txt",
-        **training_options(job),
     }
-    if cpu and job.training.precision != "fp32":
-        options["mixed_precision"] = "no"
-        notes.append(f"training.precision={job.training.precision}: trained in fp32 (no mixed precision on CPU)")
+    trained, family_notes = family_options(job, _job_options(job))
+    options.update(trained)
+    notes += family_notes
+    notes += _cpu_precision(job, options) if cpu else []
     precision = options["mixed_precision"]
     options["save_precision"] = "float" if precision == "no" else precision
     options["max_data_loader_n_workers"] = 0 if cpu else 2
@@ -209,13 +220,29 @@ def build_options(
     return options, notes
 
 
+def _cpu_precision(job: JobSpec, options: dict[str, Any]) -> list[str]:
+    """No mixed precision on CPU, except bf16 for the families whose text encoder sd-scripts loads in the training
+    dtype (it would not fit in fp32); the job's own fp32 is kept. Sets ``options`` and says what changed."""
+    spec, precision = family(job.family), job.training.precision
+    if spec.bf16_on_cpu and precision == "fp32":
+        return [f"training.precision=fp32 on CPU: {spec.bf16_on_cpu} (bf16 is the default here)"]
+    if spec.bf16_on_cpu:
+        options["mixed_precision"] = "bf16"
+        return [f"training.precision={precision}: trained in bf16 on CPU ({spec.bf16_on_cpu})"]
+    if precision != "fp32":
+        options["mixed_precision"] = "no"
+        return [f"training.precision={precision}: trained in fp32 (no mixed precision on CPU)"]
+    return []
+
+
 def unknown_options(job: JobSpec, known: frozenset[str]) -> None:
-    """Refuse backend_args.kohya names sd-scripts does not have, before anything launches."""
+    """Refuse backend_args.kohya names the family's sd-scripts script does not have, before anything launches."""
     unknown = sorted(set(job.backend_args.get("kohya", {})) - known)
     if unknown:
+        script = family(job.family).script
         raise LoraforgeError(
-            f"backend_args.kohya: sd-scripts has no option {', '.join(unknown)}",
-            "check the spelling against `python train_network.py --help` in the sd-scripts folder",
+            f"backend_args.kohya: sd-scripts' {script} has no option {', '.join(unknown)}",
+            f"check the spelling against `python {script} --help` in the sd-scripts folder",
         )
 
 
@@ -239,8 +266,12 @@ def dataset_values(job: JobSpec, image_dir: Path) -> dict[str, Any]:
 
 def prompt_lines(job: JobSpec) -> str:
     """sd-scripts' prompt file: one prompt a line, the sampler's settings after `` --``. The job's own validation
-    (Sampling.prompts) refuses a prompt with a line break, a `` --`` or a leading ``#``, which would change it."""
-    return "".join(f"{prompt} --s {job.sampling.steps} --d {job.sampling.seed}\n" for prompt in job.sampling.prompts)
+    (Sampling.prompts) refuses a prompt with a line break, a `` --`` or a leading ``#``, which would change it. The
+    family's own sampler settings (Chroma: no embedded guidance, a CFG scale) follow."""
+    settings = f"--s {job.sampling.steps} --d {job.sampling.seed}"
+    if family(job.family).sample_args:
+        settings += " " + family(job.family).sample_args
+    return "".join(f"{prompt} {settings}\n" for prompt in job.sampling.prompts)
 
 
 def render_accelerate(job: JobSpec, *, cpu: bool) -> str:

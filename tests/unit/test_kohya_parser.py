@@ -222,3 +222,62 @@ def test_parse_log_cli_prints_json_lines(fixtures_dir: Path) -> None:
     )
     lines = out.stdout.strip().splitlines()
     assert '"event": "failure"' in lines[-1] and '"model_not_found"' in lines[-1]
+
+
+# --- what sd-scripts' SD3, Chroma and Lumina 2 runs add (tests/fixtures/kohya/{sd3,chroma,lumina2}) ---------------
+
+
+def in_run_order(folder: Path, *, drop: bytes | None = None) -> tuple[bytes, bytes, bytes]:
+    """A run's streams as they arrive: stderr up to the training bar (loading, caching), stdout (the summary block
+    first, then the saves), then the rest of stderr. ``drop``: leave out the stderr lines holding it."""
+    err = (folder / "stderr.log").read_bytes()
+    if drop is not None:
+        err = b"".join(line for line in err.splitlines(keepends=True) if drop not in line)
+    cut = err.index(b"steps:")
+    return err[:cut], (folder / "stdout.log").read_bytes(), err[cut:]
+
+
+def feed_in_order(parts: tuple[bytes, bytes, bytes], returncode: int | None) -> tuple[KohyaLogParser, list[Event]]:
+    parser = KohyaLogParser()
+    events = parser.feed(parts[0], "stderr") + parser.feed(parts[1], "stdout") + parser.feed(parts[2], "stderr")
+    return parser, events + parser.finish(returncode)
+
+
+@pytest.mark.parametrize(
+    ("family", "steps"),
+    [
+        ("sd3", [(1, 2.93), (2, 1.71), (3, 1.28), (4, 1.92)]),
+        ("chroma", [(1, 1.5), (2, 1.52)]),
+        ("lumina2", [(1, 6.59), (2, 6.35), (3, 6.26)]),
+    ],
+)
+def test_new_family_runs_read_in_arrival_order(family: str, steps: list[tuple[int, float]]) -> None:
+    """Loading, then caching (latents and text-encoder outputs: unlabeled bars, minutes on CPU, never progress),
+    then one Progress per step with its own loss, though a FutureWarning is glued onto the bar at each save."""
+    parser, events = feed_in_order(in_run_order(OWN_FIXTURES / "kohya" / family), 0)
+    assert [e.name for e in events if isinstance(e, Phase)] == ["loading", "caching", "training", "saving"]
+    assert [(e.step, e.loss) for e in events if isinstance(e, Progress)] == steps
+    assert not [e for e in events if isinstance(e, Failure)]
+    assert not [line for line in parser.watch.tail if "%|" in line]  # no bar in a failure's tail
+
+
+def test_caching_text_encoder_outputs_alone_is_the_caching_phase() -> None:
+    parts = in_run_order(OWN_FIXTURES / "kohya" / "sd3", drop=b"caching latents")
+    events = feed_in_order(parts, 0)[1]
+    assert [e.name for e in events if isinstance(e, Phase)] == ["loading", "caching", "training", "saving"]
+
+
+def test_text_glued_onto_a_bar_is_a_line_of_its_own() -> None:
+    """The FutureWarning sd-scripts' LoRA modules print at each save lands on the bar with no line break: it is a
+    line of the log (kept for a failure's tail); a traceback glued the same way still ends the run."""
+    parser, _ = feed_in_order(in_run_order(OWN_FIXTURES / "kohya" / "sd3"), None)
+    assert any(
+        line.startswith("/data/sd-scripts/networks/lora_sd3.py:530: FutureWarning") for line in parser.watch.tail
+    )
+    parser = KohyaLogParser()
+    bar = "steps:  25%|██▌       | 1/4 [00:01<00:04,  1.44s/it, avr_loss=2.93]"
+    crash = 'Traceback (most recent call last):\n  File "sd3_train_network.py", line 9\nRuntimeError: boom\n'
+    events = parser.feed((bar + "\r" + bar + crash).encode(), "stderr") + parser.finish(None)
+    (failure,) = [e for e in events if isinstance(e, Failure)]
+    assert failure.message == "sd-scripts failed: RuntimeError: boom"
+    assert [(e.step, e.loss) for e in events if isinstance(e, Progress)] == [(1, 2.93)]
