@@ -35,6 +35,8 @@ from orchestrator.runs import RunDir
 from orchestrator.watch import MetricsFile, SampleFolder
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
+LORA_WITH_CONFIG = "pytorch_lora_weights.loraforge.safetensors"  # the final LoRA with its PEFT config put back
+ADAPTER_KEY = "lora_adapter_metadata"  # diffusers' metadata key for PEFT's LoraConfig (r, lora_alpha, targets)
 SD15_REASON = (
     f"SimpleTuner {environment.VERSION}'s SD 1.x pipeline fails to load (StableDiffusionPipeline is built without "
     "its safety_checker and feature_extractor)"
@@ -178,7 +180,8 @@ class SimpleTunerBackend:
         checkpoints.sort()
         complete = [(step, folder) for step, folder in checkpoints if checkpoint_complete(folder)]
         resume = Resume(state=complete[-1][1], step=saved_step(*complete[-1])) if complete else None
-        return Artifacts(lora=lora if lora.exists() else None, checkpoints=checkpoints, resume=resume)
+        final = with_adapter_config(lora, job, [folder for _, folder in complete]) if lora.exists() else None
+        return Artifacts(lora=final, checkpoints=checkpoints, resume=resume)
 
 
 def _webhooks_file(path: Path, endpoint: Endpoint | None) -> Path | None:
@@ -259,3 +262,46 @@ def saved_step(step: int, folder: Path) -> int:
         return int(json.loads((folder / "training_state.json").read_text(encoding="utf-8"))["global_step"])
     except (OSError, ValueError, KeyError, TypeError):
         return step
+
+
+def with_adapter_config(lora: Path, job: JobSpec, checkpoints: list[Path]) -> Path:
+    """The final LoRA with PEFT's config (rank and alpha) in its metadata. SimpleTuner 4.10.1 saves the final file
+    with ``{"format": "pt"}`` only, while its checkpoints' copies carry the config: without it diffusers loads the
+    LoRA at alpha = rank and a conversion to Kohya's layout writes alpha = rank, whatever network.alpha trained.
+    The config comes from the newest complete checkpoint's copy, else from the job; the trainer's own file is left
+    as it is and the completed one written beside it (once)."""
+    from orchestrator.lora.safetensors_io import read, read_header, write
+
+    try:
+        header, metadata, _ = read_header(lora)
+    except LoraforgeError:  # a broken file: finalize refuses it, with the reason
+        return lora
+    modules = sorted({key.rsplit(".lora_A.", 1)[0] for key in header if ".lora_A." in key})
+    if ADAPTER_KEY in metadata or not modules:  # already whole, or not PEFT's LoRA (LyCORIS has its own)
+        return lora
+    target = lora.with_name(LORA_WITH_CONFIG)
+    if target.exists() and target.stat().st_mtime_ns >= lora.stat().st_mtime_ns:
+        return target
+    saved = [_metadata(folder / LORA_FILE).get(ADAPTER_KEY) for folder in reversed(checkpoints)]
+    config = next((text for text in saved if text), None)
+    if config is None:
+        roots: dict[str, list[str]] = {}
+        for module in modules:
+            root, _, path = module.partition(".")
+            roots.setdefault(root, []).append(path)
+        peft: dict[str, Any] = {}
+        for root, paths in roots.items():  # as diffusers writes it: PEFT's LoraConfig fields under the component
+            peft |= {f"{root}.r": job.network.rank, f"{root}.lora_alpha": job.alpha, f"{root}.peft_type": "LORA"}
+            peft[f"{root}.target_modules"] = paths  # full module paths: PEFT matches them exactly
+        config = json.dumps(peft, indent=2, sort_keys=True)
+    tensors, _ = read(lora)
+    return write(target, tensors, {**metadata, ADAPTER_KEY: config})
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    from orchestrator.lora.safetensors_io import read_header
+
+    try:
+        return read_header(path)[1]
+    except (LoraforgeError, OSError):
+        return {}

@@ -2,10 +2,11 @@
 
 Each run: 3 CPU steps at 128 px on 3 captioned images, a checkpoint at step 2, the family inferred from the model
 folder. Checked: one Progress per step with its loss, the phases setup..done in order, the checkpoint, the LoRA in
-the run's output folder (diffusers keys, loraforge's metadata with the family and the image count), and that
-diffusers' load_lora_weights (in SimpleTuner's own venv, as `loraforge sample` runs it) loads it and that it changes
-a fixed-seed image. Three steps at 1e-4 move the up weights (zero at the start) by ~3e-4, so the image is also
-rendered with them scaled x1000, which must move it clearly.
+the run's output folder (diffusers keys, PEFT's rank and alpha, loraforge's metadata with the family and the image
+count), and that diffusers' load_lora_weights (in SimpleTuner's own venv, as `loraforge sample` runs it) loads it
+and that it changes a fixed-seed image. Three steps at 1e-4 move the up weights (zero at the start) by ~3e-4, so the
+image is also rendered with them scaled x1000, which must move it clearly. Alpha is half the rank, so diffusers
+applies the LoRA at half strength only if the file says so (SimpleTuner's own final file does not).
 
 What the tests set beyond the job is a test concern, never the product's: Chroma's T5 reads 32 tokens (its default
 512 at Chroma's width makes each step ~10x slower), and FLUX.2-dev's Mistral-3, which SimpleTuner loads by hub id
@@ -120,7 +121,7 @@ def test_train_a_family_and_load_its_lora_in_diffusers(family: str, backend_home
             "base_model": str(model),  # the family comes from model_index.json
             "dataset": str(captioned_images(tmp_path / "data")),
             "trigger": "ohwx",
-            "network": {"rank": 4},
+            "network": {"rank": 4, "alpha": 2},  # alpha != rank: the file must say which
             "training": {"steps": STEPS, "resolution": 128, "precision": "fp32", "gradient_checkpointing": False},
             "saving": {"every_n_steps": 2, "format": "diffusers"},
             "output": {"dir": str(tmp_path / "runs")},
@@ -154,6 +155,8 @@ def test_train_a_family_and_load_its_lora_in_diffusers(family: str, backend_home
     assert metadata["loraforge_backend"] == "simpletuner"
     assert metadata["loraforge_dataset_images"] == "3"
     assert metadata["loraforge_trigger"] == "ohwx"
+    peft = json.loads(metadata["lora_adapter_metadata"])  # SimpleTuner's final file lacks it; collect puts it back
+    assert (peft["transformer.r"], peft["transformer.lora_alpha"]) == (4, 2)
 
     shown = render_with_lora(Path(env.python), model, lora, tmp_path)
     assert shown["pipeline"] == PIPELINES[family]

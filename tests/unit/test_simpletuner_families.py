@@ -298,6 +298,91 @@ def test_a_failed_run_never_says_saving() -> None:
     assert Phase("saving") not in events and isinstance(events[-1], Failure)
 
 
+def lora_file(path: Path, modules: list[str], metadata: dict[str, str] | None = None) -> Path:
+    import numpy as np
+
+    from orchestrator.lora.safetensors_io import Tensor, write
+
+    rng = np.random.default_rng(0)
+    tensors = {}
+    for module in modules:
+        tensors[f"{module}.lora_A.weight"] = Tensor("F32", [4, 8], rng.standard_normal((4, 8)).astype("<f4").tobytes())
+        tensors[f"{module}.lora_B.weight"] = Tensor("F32", [8, 4], rng.standard_normal((8, 4)).astype("<f4").tobytes())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write(path, tensors, metadata or {"format": "pt"})
+
+
+def finished_run(tmp_path: Path, family: str, *, checkpoint_config: str | None = None, **network: object):  # type: ignore[no-untyped-def]
+    """A run folder as SimpleTuner 4.10.1 leaves it: the final LoRA with {"format": "pt"} only and, optionally, a
+    complete checkpoint whose copy carries PEFT's config."""
+    job = job_for(tmp_path, family, network={"rank": 4, **network})
+    run = create_run(job, "simpletuner")
+    out = run.output / "simpletuner"
+    modules = ["transformer.transformer_blocks.0.attn.to_q", "transformer.transformer_blocks.0.attn.to_out.0"]
+    if family == "sdxl":
+        modules = ["unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"]
+    if checkpoint_config is not None:
+        (out / "checkpoint-2").mkdir(parents=True)
+        (out / "checkpoint-2" / "training_state.json").write_text('{"global_step": 2}')
+        lora_file(
+            out / "checkpoint-2" / "pytorch_lora_weights.safetensors",
+            modules,
+            {"lora_adapter_metadata": checkpoint_config},
+        )
+        (out / "checkpoint-2" / ".guard").write_text("complete")
+    lora_file(out / "pytorch_lora_weights.safetensors", modules)
+    return job, run, out
+
+
+def test_the_final_lora_gets_its_alpha_back_from_the_checkpoint(tmp_path: Path) -> None:
+    from orchestrator.lora.safetensors_io import read_header
+
+    config = json.dumps({"transformer.r": 4, "transformer.lora_alpha": 2.0, "transformer.target_modules": ["to_q"]})
+    job, run, out = finished_run(tmp_path, "lumina2", checkpoint_config=config, alpha=2)
+    before = (out / "pytorch_lora_weights.safetensors").read_bytes()
+    lora = SimpleTunerBackend().collect(job, run).lora
+    assert lora == out / "pytorch_lora_weights.loraforge.safetensors"
+    assert read_header(lora)[1]["lora_adapter_metadata"] == config
+    assert (out / "pytorch_lora_weights.safetensors").read_bytes() == before  # the trainer's file as it wrote it
+    written = lora.stat().st_mtime_ns
+    assert SimpleTunerBackend().collect(job, run).lora == lora and lora.stat().st_mtime_ns == written  # once
+
+
+def test_without_a_checkpoint_the_config_comes_from_the_job(tmp_path: Path) -> None:
+    from orchestrator.lora.safetensors_io import read_header
+
+    job, run, _ = finished_run(tmp_path, "qwen_image", alpha=2)
+    lora = SimpleTunerBackend().collect(job, run).lora
+    assert lora is not None
+    config = json.loads(read_header(lora)[1]["lora_adapter_metadata"])
+    assert (config["transformer.r"], config["transformer.lora_alpha"]) == (4, 2.0)
+    assert config["transformer.target_modules"] == [
+        "transformer_blocks.0.attn.to_out.0",
+        "transformer_blocks.0.attn.to_q",
+    ]
+
+
+def test_a_kohya_export_keeps_the_trained_alpha(tmp_path: Path) -> None:
+    """SDXL's default Kohya layout: the alpha written is the job's (2), not the rank (4) the bare file implies."""
+    from orchestrator.lora.convert import scalar
+    from orchestrator.lora.finalize import finalize_lora
+    from orchestrator.lora.safetensors_io import read
+
+    job, run, _ = finished_run(tmp_path, "sdxl", alpha=2)
+    job = job.model_copy(update={"saving": job.saving.model_copy(update={"format": "kohya"})})
+    lora = SimpleTunerBackend().collect(job, run).lora
+    assert lora is not None
+    tensors, _ = read(finalize_lora(job, lora, tmp_path / "final.safetensors", {}))
+    alphas = {scalar(t) for key, t in tensors.items() if key.endswith(".alpha")}
+    assert alphas == {2.0}
+
+
+def test_a_lora_that_carries_its_config_is_collected_as_it_is(tmp_path: Path) -> None:
+    job, run, out = finished_run(tmp_path, "sd3")
+    lora_file(out / "pytorch_lora_weights.safetensors", ["transformer.x.to_q"], {"lora_adapter_metadata": "{}"})
+    assert SimpleTunerBackend().collect(job, run).lora == out / "pytorch_lora_weights.safetensors"
+
+
 def test_collect_finds_the_lora_every_family_writes(tmp_path: Path) -> None:
     """SimpleTuner writes output/pytorch_lora_weights.safetensors for every family (the fixtures' READMEs)."""
     job = job_for(tmp_path, "flux2")
