@@ -19,6 +19,7 @@ from orchestrator.web.runner import process_alive
 pytestmark = pytest.mark.integration
 
 SETUP = "`loraforge setup simpletuner` (or `loraforge setup simpletuner --venv EXISTING_VENV`)"
+LONG = 80  # steps of the job that trains through the restart: long enough to outlast it (about 5 steps/s here)
 TINY = (
     "training.resolution=128\ntraining.precision=fp32\ntraining.gradient_checkpointing=false\ntraining.warmup_steps=0"
 )
@@ -74,8 +75,8 @@ def test_a_killed_server_comes_back_to_its_running_job_and_queue(st_env, tmp_pat
         report = client.call("POST", f"/api/drafts/{draft}/prep", {"subject": "object", "size": 256, "crop": "center"})
         assert report["accepted"] >= 3, report  # drawn shapes: one may be a near-duplicate of another
         form = {"subject": "object", "base_model": str(model), "backend": "simpletuner", "rank": 4}
-        first = client.call("POST", f"/api/drafts/{draft}/start", {**form, "name": "first", "steps": 12,
-                                                                   "set": TINY + "\nsaving.every_n_steps=4"})  # fmt: skip
+        first = client.call("POST", f"/api/drafts/{draft}/start", {**form, "name": "first", "steps": LONG,
+                                                                   "set": TINY + "\nsaving.every_n_steps=20"})  # fmt: skip
         second = client.call("POST", f"/api/drafts/{draft}/start", {**form, "name": "second", "steps": 4, "set": TINY})
         job = wait_for(lambda: client.call("GET", f"/api/jobs/{first['id']}").get("run_name") and
                        client.call("GET", f"/api/jobs/{first['id']}"), timeout=120, what="the first run")  # fmt: skip
@@ -106,7 +107,7 @@ def test_a_killed_server_comes_back_to_its_running_job_and_queue(st_env, tmp_pat
         assert client.call("GET", f"/api/jobs/{first['id']}")["status"] == "running"
         assert client.call("GET", f"/api/jobs/{second['id']}")["status"] == "queued"
         if page is not None:  # the page left open reconnects by itself and keeps counting
-            sync_api.expect(page.locator("#step")).to_have_text("12/12", timeout=300_000)
+            sync_api.expect(page.locator("#step")).to_have_text(f"{LONG}/{LONG}", timeout=300_000)
             sync_api.expect(page.locator("#status")).to_have_text("finished", timeout=30_000)
             assert page.evaluate("window.__sameDocument") is True
             shot = artifact(tmp_path, "web-run-after-restart.png")
@@ -124,7 +125,7 @@ def test_a_killed_server_comes_back_to_its_running_job_and_queue(st_env, tmp_pat
             lora = runs / finished["run_name"] / "output" / f"{finished['name']}.safetensors"
             assert lora.stat().st_size > 0
         steps = client.runs()[name]
-        assert (steps["step"], steps["total"], steps["status"]) == (12, 12, "finished")
+        assert (steps["step"], steps["total"], steps["status"]) == (LONG, LONG, "finished")
     finally:
         server.stop()
         leftovers = workers(runs)
