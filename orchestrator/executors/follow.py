@@ -1,5 +1,7 @@
-"""A cluster job's unified events (its run's events.jsonl) as they appear: what `logs [-f]` and `submit --wait`
-print. Following also carries out Ray's --retries (the executor's status call resubmits a failed attempt)."""
+"""A job's unified events (its run's events.jsonl) as they appear: what `logs [-f]` and `submit --wait` print. A
+cluster job is followed until its scheduler says it ended (which also carries out Ray's --retries: the executor's
+status call resubmits a failed attempt); a local run folder (the CLI's, or a job of `loraforge serve`'s queue) until
+its run.json leaves "running"."""
 
 from __future__ import annotations
 
@@ -30,6 +32,23 @@ def follow_events(job_id: str, *, follow: bool, out: Callable[[str], None], poll
             offset = _print_new(run / "events.jsonl", offset, out)
         if not follow or state in FINAL:
             return state
+        time.sleep(poll_s)
+
+
+def follow_run(folder: Path, *, follow: bool, out: Callable[[str], None], poll_s: float = 0.5) -> str:
+    """Print each event line of a local run folder once; with ``follow``, until run.json says the run ended (or
+    its launcher is gone). Returns the run's status."""
+    from orchestrator.runs import RunDir, launcher_gone
+
+    run = RunDir(folder)
+    offset = 0
+    while True:
+        state = run.state()
+        offset = _print_new(run.events_file, offset, out)
+        status = str(state.get("status", ""))
+        if not follow or status not in ("created", "running") or launcher_gone(state.get("launcher")):
+            offset = _print_new(run.events_file, offset, out)  # what was written before it ended
+            return status
         time.sleep(poll_s)
 
 
