@@ -17,6 +17,7 @@ _PIPELINES = {
     "Lumina2Text2ImgPipeline": "lumina2",
     "QwenImagePipeline": "qwen_image",
     "Flux2Pipeline": "flux2",
+    "Flux2KleinPipeline": "flux2",
 }
 
 # A single file's family from tensor names only its family has (the original checkpoints' names, with or without
