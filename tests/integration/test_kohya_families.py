@@ -4,9 +4,10 @@ family's script and options, and the LoRA that comes out has sd-scripts' own key
 count sd-scripts recorded. Whether diffusers reads these layouts needs key conversions for SD3 and Lumina 2 (see
 test_families_tiny_*.py); here the LoRA is checked against the names sd-scripts writes.
 
-SD3.5 runs in the default set (~2 min, ~12 GB of mapped weights on 2 cores). Chroma and Lumina 2 are `slow`:
-sd-scripts builds them only at full size (Chroma 8.9 B: ~15 min and 17 GB for 2 steps; Lumina 2 2.6 B + Gemma 2
-2.6 B: 3-5 min for 3 steps). The tiny models are built with SimpleTuner's venv (diffusers >= 0.33) and cached.
+SD3.5 runs in the default set (measured on 2 cores: 41-58 s, peak RSS 11.5 GB, T5-XXL mapped in bf16). Chroma and
+Lumina 2 are `slow`: sd-scripts builds them only at full size (Chroma 8.9 B: 2 steps in 4 min, peak RSS 18.8 GB, 15
+min on a busy machine; Lumina 2 2.6 B + Gemma 2 2.6 B: 3 steps in 38-83 s, peak RSS 6.3 GB). The tiny models are
+built with SimpleTuner's venv (diffusers >= 0.33) and cached.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def test_sd3_trains_through_the_kohya_backend(tmp_path: Path, kohya: Any, builde
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2700)  # 4 min on a quiet machine, 15 min on a busy one
 def test_chroma_trains_through_the_kohya_backend(tmp_path: Path, kohya: Any, builder: Path) -> None:
     from orchestrator.tiny import tiny_chroma
 
@@ -127,6 +129,7 @@ def test_chroma_trains_through_the_kohya_backend(tmp_path: Path, kohya: Any, bui
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_lumina2_trains_through_the_kohya_backend(tmp_path: Path, kohya: Any, builder: Path) -> None:
     from orchestrator.tiny import tiny_lumina2_kohya
 
