@@ -43,6 +43,14 @@ def sd_scripts_options() -> dict[str, tuple[str, Any]]:
 
 
 @cache
+def any_script_option(name: str) -> tuple[str, Any] | None:
+    """(type, default) of an option of train_network.py or of any family script (sd3_train_network.py's
+    weighting_scheme, flux_train_network.py's guidance_scale ...), or None when no script has it."""
+    if name in sd_scripts_options():
+        return sd_scripts_options()[name]
+    return next((options[name] for options in script_options().values() if name in options), None)
+
+
 def script_options() -> dict[str, dict[str, tuple[str, Any]]]:
     """Per family script, the options it adds to train_network.py's (sd_scripts_script_options.txt), typed the same
     way: what a checkout without an options dump is assumed to accept for that script."""

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, get_args
 
-from backends.kohya.options import loraforge_optimizer, sd_scripts_options
+from backends.kohya.options import any_script_option, loraforge_optimizer
 from orchestrator.errors import ConfigError, LoraforgeError
 from orchestrator.job import NetworkType, Scheduler, build_job, merge_layers
 from orchestrator.secrets import is_secret
@@ -194,7 +194,7 @@ def _lora_type_rows() -> list[list[str]]:
 
 def typed_option(name: str, value: Any) -> Any:
     """A GUI value typed like sd-scripts' option ("75" -> 75 for an int option); None if empty."""
-    kind, _ = sd_scripts_options()[name]
+    kind, _ = any_script_option(name) or ("str", None)
     if empty(value):
         return None
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from backends.kohya.options import sd_scripts_options
+from backends.kohya.options import any_script_option
 from orchestrator.errors import LoraforgeError
 from orchestrator.presets.kohya_values import (
     LYCORIS_ALGOS,
@@ -65,10 +65,10 @@ def import_sd_scripts_toml(data: dict[str, Any], source: str = "config") -> Impo
             _network_module(imp, key, str(flat.get("network_module", "networks.lora")), network_args)
         elif action == "special" and target == "network_args":
             _network_args(imp, key, network_args)
-        elif key in sd_scripts_options():
+        elif any_script_option(key) is not None:  # train_network.py's, or a family script's (sd3, flux, lumina)
             imp.kohya(key, key, typed_option(key, value) if not empty(value) else value)
         else:
-            imp.ignore(key, "not an option of sd-scripts' train_network.py")
+            imp.ignore(key, "not an option of sd-scripts' training scripts")
 
     return imp.each(flat, rule)
 
@@ -81,7 +81,7 @@ def _network_module(imp: Importer, key: str, module: str, network_args: dict[str
         imp.map(key, "network.type", algo.lower())
     elif module == "networks.dylora":
         imp.map(key, "network.type", "dylora")
-    elif module == "networks.lora_flux":
+    elif module in ("networks.lora_flux", "networks.lora_sd3", "networks.lora_lumina"):  # each family's plain LoRA
         imp.map(key, "network.type", "lora")
     else:
         imp.kohya(key, "network_module", module)
