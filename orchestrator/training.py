@@ -11,6 +11,7 @@ The data flows one way::
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -110,6 +111,7 @@ def run_training(
     """Train ``job`` with ``backend_name``. A new run folder unless ``run`` is given (resume continues in it).
     ``extra_env`` is added to the child's environment (compare pins each arm to its GPU this way)."""
     ready = preflight(job, backend_name)
+    created = run is None
     if run is None:
         run = create_run(ready.job, backend_name)
     sink = EventSink(run, list(handlers or []))
@@ -120,8 +122,21 @@ def run_training(
     start = time.monotonic()
     try:
         return _run(ready, run, sink, resume, on_start, start, extra_env or {})
+    except _NotStarted as refused:
+        sink.close()
+        if created:  # the backend refused the job while rendering: nothing ran, and the folder is only ours
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise refused.error from None
     finally:
         sink.close()
+
+
+class _NotStarted(Exception):
+    """The backend refused the job before anything was launched (a missing model part, an unknown option)."""
+
+    def __init__(self, error: LoraforgeError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Parsing:
@@ -187,10 +202,13 @@ def _run(
     sink.emit(Phase("setup"))
     parsing = _Parsing(sink)
     with _webhooks(backend, parsing, sink.emit) as endpoint:
-        rendered = backend.render(job, ready.dataset, run, env, resume=resume, endpoint=endpoint)
+        try:
+            rendered = backend.render(job, ready.dataset, run, env, resume=resume, endpoint=endpoint)
+            launch = backend.command(job, rendered, env)
+        except LoraforgeError as exc:
+            raise _NotStarted(exc) from None
         for note in rendered.notes:
             sink.emit(Log("warning", note))
-        launch = backend.command(job, rendered, env)
         (run.rendered / "command.txt").write_text(shell_line(launch.argv, launch.env, launch.cwd), encoding="utf-8")
         run.update_state(
             status="running",

@@ -152,3 +152,16 @@ def test_captions_without_the_trigger_are_refused_or_fixed_in_the_run_copy(
     trained = sorted(p.read_text() for p in (run / "data").glob("*.txt"))
     assert trained == ["zqx gadget, a red circle on a light background"] * 4
     assert {p.name: p.read_text() for p in dataset.glob("*.txt")} == before  # the user's captions untouched
+
+
+def test_a_job_the_backend_refuses_while_rendering_leaves_no_run_folder(backend_home: dict, tmp_path: Path) -> None:
+    """sd-scripts trains SD3 from single files: a diffusers folder alone is refused before launch, in one line,
+    and the run folder made for it is gone again (nothing ran, nothing of the user's was in it)."""
+    usable_env(backend_home, "kohya")
+    model = tmp_path / "sd3-diffusers"
+    (model / "transformer").mkdir(parents=True)
+    (model / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
+    dataset = captioned_without_trigger(tmp_path / "data")
+    code, _, stderr = cli("train", str(job_file(tmp_path, "kohya", model, dataset)), "--backend", "kohya", "--add-trigger")
+    assert code == 2 and "Traceback" not in stderr and "simpletuner" in stderr.lower(), stderr[-2000:]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
