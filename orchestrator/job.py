@@ -62,7 +62,9 @@ class Training(_Model):
     scheduler: Scheduler = "constant"
     warmup_steps: Int = Field(0, ge=0)
     seed: Int = Field(42, ge=0)
-    precision: Precision = Field("bf16", description="mixed precision; fp32 on CPU")
+    precision: Precision = Field(
+        "bf16", description="mixed precision; on CPU fp32, except where a trainer needs bf16 to fit (a note says so)"
+    )
     gradient_checkpointing: bool = True
     cache_latents: bool = True
     noise_offset: Float | None = Field(None, ge=0, le=1)
