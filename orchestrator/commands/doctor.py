@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
                     "status": "not set up",
                     "python": "-",
                     "versions": {},
+                    "families": sorted(backend.families),
                     "fix": f"loraforge setup {name}",
                 }
             )
@@ -41,17 +42,19 @@ def run(args: argparse.Namespace) -> int:
                 "status": "ok" if not problems else problems[0].message,
                 "python": str(env.python),
                 "versions": env.versions,
+                "families": sorted(backend.families),
                 "fix": (problems[0].fix or "") if problems else "",
             }
         )
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        table = Table("backend", "status", "python", "versions", "fix")
+        table = Table("backend", "status", "trains", "python", "versions", "fix")
         for row in rows:
             table.add_row(
                 row["backend"],
                 row["status"],
+                ", ".join(row["families"]),
                 row["python"],
                 ", ".join(f"{k} {v}" for k, v in row["versions"].items()),
                 row["fix"],
