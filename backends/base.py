@@ -17,6 +17,9 @@ What it must provide, in the order a run uses it:
   function of its arguments: no I/O, no reading ``os.environ``.
 - ``parser(rendered)``: a fresh :class:`LogParser` for one run (stateful, incremental).
 - ``collect(job, run)``: after the trainer exits, the LoRA it wrote, its checkpoints and the state to resume from.
+- ``warm(env)``: how to start the trainer's interpreter ahead of its run (:class:`Warm`: the module its command runs
+  with ``python -m``, the heavy modules to import meanwhile, the settings those imports read), or None when its
+  command is not one process of ``python -m MODULE`` (it gains nothing: each run then starts cold).
 
 ``tests/unit/test_backend_conformance.py`` runs the same checks over every registered backend.
 """
@@ -96,6 +99,16 @@ class Launch:
     cwd: Path
 
 
+@dataclass(frozen=True)
+class Warm:
+    """A trainer's interpreter started early: ``imports`` are imported while loraforge still prepares, then the
+    run's ``python -m module ARGS`` runs in it as it would in a fresh one (orchestrator/warm.py)."""
+
+    module: str
+    imports: tuple[str, ...]
+    settings: dict[str, str] = field(default_factory=dict)  # environment the imports read (set before them)
+
+
 @dataclass
 class Artifacts:
     lora: Path | None
@@ -149,6 +162,8 @@ class Backend(Protocol):
     def parser(self, rendered: Rendered | None = None) -> LogParser: ...
 
     def collect(self, job: JobSpec, run: RunDir) -> Artifacts: ...
+
+    def warm(self, env: BackendEnv) -> Warm | None: ...
 
 
 # name -> "module:attribute"; modules are imported only when the backend is used, so --help stays fast.

@@ -74,6 +74,22 @@ if sys.platform.startswith("linux"):
         _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
+def start_process(
+    argv: Sequence[str], *, env: dict[str, str] | None, cwd: Path | None, stdin: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """The child as every run starts it: its own session, both outputs piped, SIGUSR1 ignored, dying with us."""
+    return subprocess.Popen(
+        list(argv),
+        cwd=str(cwd) if cwd else None,
+        env=env,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_child_setup,
+    )
+
+
 class Child:
     """A started child process; :meth:`wait` pumps its output to the handler until it exits."""
 
@@ -85,7 +101,10 @@ class Child:
         cwd: Path | None,
         log_dir: Path,
         grace_s: float = 15.0,
+        process: subprocess.Popen[bytes] | None = None,
     ) -> None:
+        """Start ``argv``; or, with ``process``, adopt one started earlier by :func:`start_process` (a warm start:
+        see orchestrator/warm.py), which has written nothing yet."""
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = log_dir
         self.grace_s = grace_s
@@ -95,16 +114,7 @@ class Child:
         self._stop_requested = threading.Event()
         self._queue: queue.Queue[tuple[str, bytes | None]] = queue.Queue()
         self._start = time.monotonic()
-        self.process = subprocess.Popen(
-            list(argv),
-            cwd=str(cwd) if cwd else None,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=_child_setup,
-        )
+        self.process = process if process is not None else start_process(argv, env=env, cwd=cwd)
         self.pid = self.process.pid
         self._readers = [
             threading.Thread(
@@ -297,9 +307,11 @@ def run_process(
     on_output: OutputHandler | None = None,
     grace_s: float = 15.0,
     on_start: Callable[[Child], None] | None = None,
+    process: subprocess.Popen[bytes] | None = None,
 ) -> ProcessResult:
-    """Start ``argv``, pump its output to ``on_output`` and return when it (and everything it started) is gone."""
-    child = Child(argv, env=env, cwd=cwd, log_dir=log_dir, grace_s=grace_s)
+    """Start ``argv`` (or adopt ``process``, a warm start already running it), pump its output to ``on_output`` and
+    return when it (and everything it started) is gone."""
+    child = Child(argv, env=env, cwd=cwd, log_dir=log_dir, grace_s=grace_s, process=process)
     if on_start is not None:
         on_start(child)
     with forward_signals(child):

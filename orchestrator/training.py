@@ -29,6 +29,7 @@ from orchestrator.preflight import Ready, preflight
 from orchestrator.runs import RunDir, create_run, disk_failure, launcher_identity
 from orchestrator.speed.check import SpeedCheck
 from orchestrator.speed.check import for_run as speed_check_for_run
+from orchestrator.warm import WarmStart
 from orchestrator.watch import RunWatcher
 
 EventHandler = Callable[[Event], None]
@@ -107,9 +108,28 @@ def run_training(
     resume: Resume | None = None,
     on_start: Callable[[Child], None] | None = None,
     extra_env: dict[str, str] | None = None,
+    warm: WarmStart | None = None,
 ) -> RunOutcome:
     """Train ``job`` with ``backend_name``. A new run folder unless ``run`` is given (resume continues in it).
-    ``extra_env`` is added to the child's environment (compare pins each arm to its GPU this way)."""
+    ``extra_env`` is added to the child's environment (compare pins each arm to its GPU this way). ``warm``: the
+    backend's interpreter started earlier (orchestrator/warm.py); released to this run, or let go if not used."""
+    try:
+        return _train(job, backend_name, handlers, run, resume, on_start, extra_env, warm)
+    finally:
+        if warm is not None:
+            warm.discard()
+
+
+def _train(
+    job: JobSpec,
+    backend_name: str,
+    handlers: list[EventHandler] | None,
+    run: RunDir | None,
+    resume: Resume | None,
+    on_start: Callable[[Child], None] | None,
+    extra_env: dict[str, str] | None,
+    warm: WarmStart | None,
+) -> RunOutcome:
     ready = preflight(job, backend_name)
     created = run is None
     if run is None:
@@ -121,7 +141,7 @@ def run_training(
         sink.emit(Log("warning", note))
     start = time.monotonic()
     try:
-        return _run(ready, run, sink, resume, on_start, start, extra_env or {})
+        return _run(ready, run, sink, resume, on_start, start, extra_env or {}, warm)
     except _NotStarted as refused:
         sink.close()
         if created:  # the backend refused the job while rendering: nothing ran, and the folder is only ours
@@ -197,6 +217,7 @@ def _run(
     on_start: Callable[[Child], None] | None,
     start: float,
     extra_env: dict[str, str],
+    warm: WarmStart | None,
 ) -> RunOutcome:
     job, backend, env = ready.job, ready.backend, ready.env
     sink.emit(Phase("setup"))
@@ -225,8 +246,15 @@ def _run(
                 sink.emit(event)
 
         child_env = child_environment(launch.env, extra_env, loopback=endpoint is not None)
+        started = warm.release(launch, child_env) if warm is not None else None
         result = run_process(
-            launch.argv, env=child_env, cwd=launch.cwd, log_dir=run.logs, on_output=on_output, on_start=on_start
+            launch.argv,
+            env=child_env,
+            cwd=launch.cwd,
+            log_dir=run.logs,
+            on_output=on_output,
+            on_start=on_start,
+            process=started,
         )
         for event in watcher.poll(force=True):
             sink.emit(event)

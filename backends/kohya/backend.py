@@ -126,6 +126,10 @@ class KohyaBackend:
     def parser(self, rendered: Rendered | None = None) -> KohyaLogParser:
         return KohyaLogParser()
 
+    def warm(self, env: BackendEnv) -> None:
+        """Nothing to warm: accelerate's launcher starts the training script in an interpreter of its own."""
+        return None
+
     def collect(self, job: JobSpec, run: RunDir) -> Artifacts:
         out = output_dir(run)
         lora = out / f"{job.lora_name}.safetensors"

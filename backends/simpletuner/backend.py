@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from backends.base import Artifacts, Endpoint, Launch, Problem, Rendered, Resume, SetupRequest
+from backends.base import Artifacts, Endpoint, Launch, Problem, Rendered, Resume, SetupRequest, Warm
 from backends.simpletuner import env as environment
 from backends.simpletuner.logs import SimpleTunerLogParser
 from backends.simpletuner.options import map_options, reject_unknown_options, split_dataset
@@ -167,6 +167,15 @@ class SimpleTunerBackend:
 
     def parser(self, rendered: Rendered | None = None) -> SimpleTunerLogParser:
         return SimpleTunerLogParser()
+
+    def warm(self, env: BackendEnv) -> Warm:
+        """Most of a start is importing the trainer (torch, diffusers, transformers: about 16 s on 2 CPU cores);
+        those imports read only these settings (the rest is read when the run starts). A run of several processes
+        goes through accelerate's launcher instead and starts cold."""
+        settings = {"SIMPLETUNER_DISABLE_COLORS": "1"}
+        if env.cpu:
+            settings["CUDA_VISIBLE_DEVICES"] = ""
+        return Warm("simpletuner.train", ("simpletuner.helpers.training.trainer",), settings)
 
     def collect(self, job: JobSpec, run: RunDir) -> Artifacts:
         out = output_dir(run)

@@ -38,7 +38,15 @@ def run(args: argparse.Namespace) -> int:
             runs_root=Path(args.output_dir or "runs"),
             flags=flag_layer(args),
         )
-        job = prepare_oneshot(spec, console())
-    else:
-        job = resolve_job(args)
+        from orchestrator.warm import warm_for
+
+        warm = warm_for(args.backend or "kohya")  # the trainer imports its libraries while the photos are prepared
+        try:
+            job = prepare_oneshot(spec, console())
+        except BaseException:
+            if warm is not None:
+                warm.discard()
+            raise
+        return train_with_display(job, args.backend or "kohya", json_mode=args.json, quiet=args.quiet, warm=warm)
+    job = resolve_job(args)
     return train_with_display(job, args.backend or "kohya", json_mode=args.json, quiet=args.quiet)

@@ -24,6 +24,7 @@ from orchestrator.compare.rundata import METRICS_FILE, ArmResult
 from orchestrator.errors import LoraforgeError
 from orchestrator.events import Event, Progress
 from orchestrator.launch import Child
+from orchestrator.warm import WarmStart, warm_for
 
 ArmHandler = Callable[[Arm, Event], None]
 
@@ -71,12 +72,22 @@ def run_arms(
     live: dict[int, Child] = {}
     stop = threading.Event()
 
-    def run_one(index: int, gpu: str | None) -> None:
+    def run_one(
+        index: int, gpu: str | None, warm: WarmStart | None = None, then: Callable[[], None] | None = None
+    ) -> None:
         arm = arms[index]
+
+        def started(child: Child) -> None:
+            live[index] = child
+            if then is not None:
+                then()
+
         if stop.is_set():
             result = ArmResult(arm.label, arm.backend, "skipped", "not run: the comparison was interrupted")
+            if warm is not None:
+                warm.discard()
         else:
-            result = run_arm(arm, gpu=gpu, on_event=on_event, on_start=lambda c: live.__setitem__(index, c))
+            result = run_arm(arm, gpu=gpu, on_event=on_event, on_start=started, warm=warm)
             live.pop(index, None)
             if result.status == "interrupted":
                 stop.set()
@@ -85,8 +96,18 @@ def run_arms(
             on_arm_done(result)
 
     if len(gpus) < 2 or len(arms) < 2:
+        # One arm at a time: while one trains, the next arm's trainer already imports its libraries (a warm start)
+        upcoming: list[WarmStart | None] = [None]
         for index in range(len(arms)):
-            run_one(index, gpus[0] if gpus else None)  # Ctrl-C reaches the child through run_training
+            warm, upcoming[0] = upcoming[0], None
+
+            def warm_next(index: int = index) -> None:
+                if index + 1 < len(arms) and not stop.is_set():
+                    upcoming[0] = warm_for(arms[index + 1].backend)
+
+            run_one(index, gpus[0] if gpus else None, warm, warm_next)  # Ctrl-C reaches the child via run_training
+        if upcoming[0] is not None:
+            upcoming[0].discard()
         return [results[i] for i in range(len(arms))]
 
     free: queue.Queue[str] = queue.Queue()
@@ -121,6 +142,7 @@ def run_arm(
     on_event: ArmHandler | None = None,
     on_start: Callable[[Child], None] | None = None,
     samples: bool = True,
+    warm: WarmStart | None = None,
 ) -> ArmResult:
     """Train one arm, measure it, write its metrics.json (and samples); never raises for the arm's own failure."""
     from orchestrator.training import run_training
@@ -143,6 +165,7 @@ def run_arm(
             handlers=handlers,
             on_start=started,
             extra_env={"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None,
+            warm=warm,
         )
     except LoraforgeError as exc:
         reason = exc.message + (f" (fix: {exc.hint})" if exc.hint else "")

@@ -266,6 +266,8 @@ def test_command_is_a_pure_function(
     assert "LORAFORGE_CONFORMANCE_SENTINEL" not in first.env
     assert not set(first.env) >= {"PATH", "HOME"}  # only its own settings, not a copy of ours
     assert os.environ["LORAFORGE_CONFORMANCE_SENTINEL"] == "must-not-leak"
+    warm = impl.warm(cpu_env(backend))  # a warm start must run exactly the command a cold start would
+    assert warm is None or first.argv[:3] == [sys.executable, "-m", warm.module]
 
 
 @pytest.mark.parametrize("backend", base.names())

@@ -1,0 +1,109 @@
+"""Warm starts (orchestrator/warm.py): a trainer's interpreter imports its slow part early, then runs the run's
+`python -m MODULE ARGS` exactly as a fresh interpreter would, adopted by the launcher like any child."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backends.base import Launch, Warm
+from orchestrator.envs import BackendEnv
+from orchestrator.launch import run_process
+from orchestrator.warm import start_warm
+
+TRAINER = '''
+import os, sys, time, pathlib
+import slowtrainer.heavy as heavy
+print("argv", sys.argv[1:])
+print("cwd", os.getcwd())
+print("run setting", os.environ.get("RUN_SETTING"), "import setting", heavy.SEEN_AT_IMPORT)
+print("since import", round(time.time() - heavy.IMPORTED_AT, 2))
+print("path0 is cwd", sys.path[0] == os.getcwd())
+sys.exit(3)
+'''
+HEAVY = '''
+import os, time, pathlib
+time.sleep(2)  # the slow part of a trainer's start
+IMPORTED_AT = time.time()
+SEEN_AT_IMPORT = os.environ.get("IMPORT_SETTING")
+with open(os.environ["IMPORT_LOG"], "a") as log:
+    log.write("imported\\n")
+'''
+
+
+class FakeBackend:
+    """Only what start_warm reads of a backend: the thing under test is the warm start, not a trainer."""
+
+    def warm(self, env: BackendEnv) -> Warm:
+        return Warm("slowtrainer.train", ("slowtrainer.heavy",), {"IMPORT_SETTING": "at-start"})
+
+
+@pytest.fixture
+def trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    package = tmp_path / "lib" / "slowtrainer"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "heavy.py").write_text(HEAVY)
+    (package / "train.py").write_text(TRAINER)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "lib"))
+    monkeypatch.setenv("IMPORT_LOG", str(tmp_path / "imports.log"))
+    return tmp_path
+
+
+def test_the_run_starts_in_the_warm_interpreter_as_in_a_fresh_one(trainer: Path) -> None:
+    env = BackendEnv("fake", Path(sys.executable))
+    warm = start_warm(FakeBackend(), env)  # type: ignore[arg-type]
+    assert warm is not None
+    time.sleep(3)  # loraforge prepares photos meanwhile
+    work = trainer / "work"
+    work.mkdir()
+    launch = Launch([sys.executable, "-m", "slowtrainer.train", "--config", "c.json"], {}, work)
+    child_env = {**os.environ, "RUN_SETTING": "at-release"}
+    started = time.monotonic()
+    process = warm.release(launch, child_env)
+    assert process is not None
+    out: list[bytes] = []
+    result = run_process(launch.argv, env=child_env, cwd=work, log_dir=trainer / "logs",
+                         on_output=lambda s, d: out.append(d), process=process)  # fmt: skip
+    text = b"".join(out).decode()
+    assert result.returncode == 3  # its exit status is the run's
+    assert time.monotonic() - started < 1.5  # no import left to do
+    assert "argv ['--config', 'c.json']" in text and f"cwd {work}" in text and "path0 is cwd True" in text
+    assert "run setting at-release import setting at-start" in text
+    assert (trainer / "imports.log").read_text() == "imported\n"  # imported once, before the run
+    assert (trainer / "logs" / "stdout.log").read_bytes().decode() == text  # nothing written before the run
+
+
+def test_a_launch_it_cannot_run_is_started_cold_and_the_warm_one_goes(trainer: Path) -> None:
+    warm = start_warm(FakeBackend(), BackendEnv("fake", Path(sys.executable)))  # type: ignore[arg-type]
+    assert warm is not None
+    several = Launch([sys.executable, "-m", "accelerate.commands.launch", "-m", "slowtrainer.train"], {}, trainer)
+    assert warm.release(several, dict(os.environ)) is None
+    assert warm.process.poll() is not None  # gone, not left importing in the background
+
+
+def test_a_warm_start_no_run_needs_exits_quietly(trainer: Path) -> None:
+    warm = start_warm(FakeBackend(), BackendEnv("fake", Path(sys.executable)))  # type: ignore[arg-type]
+    assert warm is not None
+    warm.discard()
+    assert warm.process.returncode == 0
+
+
+def test_a_failed_import_shows_when_the_run_starts(trainer: Path) -> None:
+    (trainer / "lib" / "slowtrainer" / "heavy.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\")")
+    warm = start_warm(FakeBackend(), BackendEnv("fake", Path(sys.executable)))  # type: ignore[arg-type]
+    assert warm is not None
+    launch = Launch([sys.executable, "-m", "slowtrainer.train"], {}, trainer)
+    process = warm.release(launch, dict(os.environ))
+    result = run_process(launch.argv, env=dict(os.environ), cwd=trainer, log_dir=trainer / "logs", process=process)
+    assert result.returncode == 1
+    assert "ModuleNotFoundError: No module named 'torch'" in (trainer / "logs" / "stderr.log").read_text()
+
+
+def test_warm_starts_can_be_turned_off(trainer: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LORAFORGE_WARM", "0")
+    assert start_warm(FakeBackend(), BackendEnv("fake", Path(sys.executable))) is None  # type: ignore[arg-type]
