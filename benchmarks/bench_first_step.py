@@ -83,6 +83,7 @@ def compare(model: Path, data: Path, out: Path, warm: bool) -> list[float]:
         "training": {"steps": 2, "resolution": 128, "precision": "fp32", "gradient_checkpointing": False},
         "output": {"dir": str(out / "runs")},
     }
+    out.mkdir(parents=True)
     (out / "job.yaml").write_text(yaml.safe_dump(job))
     env = {**os.environ, "LORAFORGE_WARM": "1" if warm else "0"}
     argv = [*LORAFORGE, "compare", str(out / "job.yaml"), "--backend", "simpletuner",
