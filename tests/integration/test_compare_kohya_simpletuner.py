@@ -73,6 +73,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "family": "sdxl",
         "subject": "object",
         "trigger": "ohwx shape",
+        "add_trigger": True,  # the drawn captions describe the shapes; the run's copy gets the trigger in front
         "dataset": str(make_dataset(root / "data", count=4, size=64)),
         "network": {"rank": 4},
         "training": {"steps": 2, "resolution": 64, "gradient_checkpointing": False},  # precision: bf16 (default)
