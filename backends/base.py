@@ -11,7 +11,8 @@ What it must provide, in the order a run uses it:
 - ``check(env)``: problems with an environment, each with the command that fixes it. Reads, never changes anything.
 - ``render(job, dataset, run, env, resume=, endpoint=)``: write the trainer's own files into ``run.rendered`` (and
   the per-run copy of the dataset it trains from, beside it), and return them with every note on what the trainer
-  cannot express, the option values for ``--explain``, and the files to watch during the run. Everything it needs
+  cannot express, the option values for ``--explain``, the files to watch during the run, and the caches a later
+  run may reuse (orchestrator/reuse.py, each keyed by everything its content depends on). Everything it needs
   arrives as arguments; nothing is kept on the backend object for a later call.
 - ``command(job, rendered, env)``: the argv, the environment variables to add and the working directory. A pure
   function of its arguments: no I/O, no reading ``os.environ``.
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from orchestrator.envs import BackendEnv
     from orchestrator.events import Event
     from orchestrator.job import JobSpec
+    from orchestrator.reuse import Reuse
     from orchestrator.runs import RunDir
     from orchestrator.watch import Watched
 
@@ -88,6 +90,7 @@ class Rendered:
     values: dict[str, Any] = field(default_factory=dict)  # the backend's options as rendered, for --explain
     watched: list[Watched] = field(default_factory=list)  # files written during the run that carry events
     endpoint: Endpoint | None = None  # the webhook receiver the files point at, if any
+    reuse: list[Reuse] = field(default_factory=list)  # caches the run writes that a later run may reuse
 
 
 @dataclass(frozen=True)

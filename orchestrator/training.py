@@ -10,6 +10,7 @@ The data flows one way::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -26,6 +27,7 @@ from orchestrator.job import JobSpec
 from orchestrator.launch import Child, run_process
 from orchestrator.overfit import OverfitWatch
 from orchestrator.preflight import Ready, preflight
+from orchestrator.reuse import harvest, seed
 from orchestrator.runs import RunDir, create_run, disk_failure, launcher_identity
 from orchestrator.speed.check import SpeedCheck
 from orchestrator.speed.check import for_run as speed_check_for_run
@@ -230,6 +232,9 @@ def _run(
             raise _NotStarted(exc) from None
         for note in rendered.notes:
             sink.emit(Log("warning", note))
+        for reuse in rendered.reuse:
+            if reused := seed(reuse):
+                sink.emit(Log("info", f"reusing {reused} cached {reuse.what} from an earlier run"))
         (run.rendered / "command.txt").write_text(shell_line(launch.argv, launch.env, launch.cwd), encoding="utf-8")
         run.update_state(
             status="running",
@@ -277,6 +282,9 @@ def _run(
 
     seconds = time.monotonic() - start
     if lora is not None:
+        for reuse in rendered.reuse:  # complete files only: a run that finished wrote each one whole
+            with contextlib.suppress(OSError):  # a full cache disk costs the next run time, never this run's LoRA
+                harvest(reuse)
         sink.emit(Phase("done"))
         sink.emit(Finished(str(lora), seconds))
         status = "finished"

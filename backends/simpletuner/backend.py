@@ -25,12 +25,13 @@ from backends.base import Artifacts, Endpoint, Launch, Problem, Rendered, Resume
 from backends.simpletuner import env as environment
 from backends.simpletuner.logs import SimpleTunerLogParser
 from backends.simpletuner.options import map_options, reject_unknown_options, split_dataset
-from orchestrator.dataset.model import Dataset, write_run_copy
+from orchestrator.dataset.model import Dataset, DatasetImage, run_copy_name, write_run_copy
 from orchestrator.distributed import free_port
 from orchestrator.envs import BackendEnv
 from orchestrator.errors import LoraforgeError
 from orchestrator.job import JobSpec
 from orchestrator.render import render_template, write_rendered
+from orchestrator.reuse import Reuse, files_signature, key
 from orchestrator.runs import RunDir
 from orchestrator.watch import MetricsFile, SampleFolder
 
@@ -138,6 +139,7 @@ class SimpleTunerBackend:
                 SampleFolder(out / "validation_images", re.compile(r"^step_(?P<step>\d+)_")),
             ],
             endpoint=endpoint,
+            reuse=_reuse(job, config, trained, run.path / "cache", env),
         )
 
     def command(self, job: JobSpec, rendered: Rendered, env: BackendEnv) -> Launch:
@@ -314,3 +316,22 @@ def _metadata(path: Path) -> dict[str, str]:
         return read_header(path)[1]
     except (LoraforgeError, OSError):
         return {}
+
+
+def _reuse(
+    job: JobSpec, config: dict[str, Any], trained: list[DatasetImage], cache: Path, env: BackendEnv
+) -> list[Reuse]:
+    """SimpleTuner's caches a later run may reuse. Text embeddings: its file names hash the caption, so they depend
+    on the model, its text encoders' settings and SimpleTuner's version. Latents: their file names are the images'
+    names, so they depend on the images themselves (names, sizes, times) and the resolution settings too; on CPU
+    they are made on demand and never written."""
+    local = Path(job.base_model).expanduser()
+    model = files_signature(local) if local.exists() else job.base_model  # a hub id names a snapshot
+    common = (env.versions.get("simpletuner"), job.family, config.get("model_flavour"), model)
+    reuse = [Reuse(cache / "text", key("simpletuner text", *common, config.get("tokenizer_max_length")), "text embeddings")]
+    if not env.cpu:
+        images = [(run_copy_name(i), *files_signature(i.path)[0][1:]) for i in trained]
+        settings = (job.training.resolution, job.training.repeats, config.get("vae_cache_scan_behaviour"))
+        reuse.append(Reuse(cache / "vae", key("simpletuner latents", *common, settings, images), "latents"))
+    return reuse
+
