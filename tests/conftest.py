@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """`slow` tests (minutes, many GiB of RAM) are left out unless asked for by marker: `pytest -m slow`."""
     if "slow" in (config.getoption("markexpr") or ""):
         return
-    skip = pytest.mark.skip(reason="slow (minutes, ~16 GiB of RAM): run it with `pytest -m slow`")
+    skip = pytest.mark.skip(reason="slow (many minutes or many GiB of RAM): run it with `pytest -m slow`")
     for item in items:
         if item.get_closest_marker("slow") is not None:
             item.add_marker(skip)

@@ -29,7 +29,8 @@ from orchestrator.lora.safetensors_io import Tensor, read, read_header, write
 from orchestrator.tiny import dataset, tiny_flux2, tiny_lumina2, tiny_lumina2_kohya, tiny_qwen_image
 from tests.conftest import usable_env
 
-pytestmark = pytest.mark.integration
+# slow: the families' runs through loraforge (test_simpletuner_families_train, test_kohya_families_train) use these models in the default run; this checks the builders and the trainers' own command lines
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SD_SCRIPTS = Path(__file__).resolve().parents[2] / "third_party" / "sd-scripts"
 BUILDERS = {"lumina2": tiny_lumina2, "qwen_image": tiny_qwen_image, "flux2": tiny_flux2}

@@ -5,8 +5,9 @@ for a few steps from its own command line, and every LoRA layout loads in diffus
 
 What diffusers reads as it is: SimpleTuner's PEFT files (both families) and sd-scripts' Chroma file (ChromaPipeline
 uses diffusers' Kohya-Flux reader). sd-scripts' SD3 file (lora_unet_joint_blocks_*) is silently ignored by
-SD3's load_lora_weights; `sai_sd3_lora_to_diffusers` below is the conversion it needs (fused qkv split into
-to_q/k/v with the down matrix shared, the last block's context modulation rows swapped, alpha/rank folded into B).
+SD3's load_lora_weights; `loraforge convert --to diffusers` (orchestrator/lora/sd3.py) is the conversion it needs
+(fused qkv split into to_q/k/v with the down matrix shared, the last block's context modulation rows swapped, alpha
+in PEFT's metadata).
 
 Needs the SimpleTuner env (diffusers, peft) and, for the sd-scripts checks, the kohya env; skipped where absent.
 sd-scripts' own runs (minutes, 11-17 GB of mapped weights) are fixtures under tests/fixtures/kohya/{sd3,chroma}.
@@ -24,10 +25,11 @@ import numpy as np
 import pytest
 from conftest import usable_env
 
-from orchestrator.lora.convert import make_scalar
+from orchestrator.lora.convert import convert, make_scalar
 from orchestrator.lora.safetensors_io import Tensor, read, write
 
-pytestmark = pytest.mark.integration
+# slow: the families' runs through loraforge (test_simpletuner_families_train, test_kohya_families_train) use these models in the default run; this checks the builders and the trainers' own command lines
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -293,55 +295,6 @@ def kohya_style_lora(weights: dict[str, tuple[int, int]], out: Path) -> Path:
     return write(out, tensors, {})
 
 
-def sai_sd3_lora_to_diffusers(source: Path, out: Path) -> Path:
-    """sd-scripts' SD3 LoRA (networks.lora_sd3: lora_unet_joint_blocks_{i}_{x,context}_block_*) in diffusers' PEFT
-    keys: what diffusers needs and does not do itself. Fused qkv -> to_q/to_k/to_v (the up matrix split in three, the
-    down matrix shared), the last block's context modulation rows swapped to diffusers' (scale, shift) order, and
-    alpha/rank folded into lora_B."""
-    tensors, _ = read(source)
-
-    def array(t: Tensor) -> np.ndarray:
-        return np.frombuffer(t.data, dtype="<f4").reshape(t.shape)
-
-    modules = sorted({k.split(".")[0] for k in tensors})
-    depth = 1 + max(int(m.group(1)) for n in modules if (m := re.match(r"lora_unet_joint_blocks_(\d+)_", n)))
-    table = {
-        "x_block_attn_proj": "attn.to_out.0",
-        "context_block_attn_proj": "attn.to_add_out",
-        "x_block_mlp_fc1": "ff.net.0.proj",
-        "x_block_mlp_fc2": "ff.net.2",
-        "context_block_mlp_fc1": "ff_context.net.0.proj",
-        "context_block_mlp_fc2": "ff_context.net.2",
-        "x_block_adaLN_modulation_1": "norm1.linear",
-        "context_block_adaLN_modulation_1": "norm1_context.linear",
-    }
-    out_tensors: dict[str, Tensor] = {}
-
-    def put(target: str, down: np.ndarray, up: np.ndarray) -> None:
-        for part, a in (("lora_A", down), ("lora_B", up)):
-            a = np.ascontiguousarray(a, dtype="<f4")
-            out_tensors[f"{target}.{part}.weight"] = Tensor("F32", list(a.shape), a.tobytes())
-
-    for name in modules:
-        m = re.fullmatch(r"lora_unet_joint_blocks_(\d+)_(.+)", name)
-        assert m is not None, name
-        i, part = int(m.group(1)), m.group(2)
-        down, up = array(tensors[f"{name}.lora_down.weight"]), array(tensors[f"{name}.lora_up.weight"])
-        alpha = tensors.get(f"{name}.alpha")
-        if alpha is not None:
-            up = up * float(np.frombuffer(alpha.data, dtype="<f4")[0]) / down.shape[0]
-        base = f"transformer.transformer_blocks.{i}."
-        if part.endswith("attn_qkv"):
-            names = ["to_q", "to_k", "to_v"] if part.startswith("x_") else ["add_q_proj", "add_k_proj", "add_v_proj"]
-            for target, chunk in zip(names, np.split(up, 3), strict=True):
-                put(f"{base}attn.{target}", down, chunk)
-            continue
-        if part == "context_block_adaLN_modulation_1" and i == depth - 1:
-            up = np.concatenate(np.split(up, 2)[::-1])
-        put(base + table[part], down, up)
-    return write(out, out_tensors, {})
-
-
 def test_an_sd_scripts_sd3_lora_loads_in_diffusers_only_after_conversion(  # type: ignore[no-untyped-def]
     st, sd3_model: Path, tmp_path: Path
 ) -> None:
@@ -359,7 +312,7 @@ def test_an_sd_scripts_sd3_lora_loads_in_diffusers_only_after_conversion(  # typ
     kohya = kohya_style_lora(targets, tmp_path / "kohya.safetensors")
     raw = diffusers_worker(st, tmp_path, model=sd3_model, lora=kohya)
     assert raw["modules"] == 0 and raw["pixel_change"] == 0, raw  # diffusers ignores it without a word
-    converted = sai_sd3_lora_to_diffusers(kohya, tmp_path / "diffusers.safetensors")
+    converted = convert(kohya, tmp_path / "diffusers.safetensors", "diffusers")  # `loraforge convert`
     out = diffusers_worker(st, tmp_path, model=sd3_model, lora=converted)
     assert out["modules"] == 25 and out["pixel_change"] > 0.5, out  # 4 qkv modules become 12
 

@@ -43,6 +43,7 @@ def test_simpletuner_validation_loss_at_every_checkpoint(st_env, tiny_root: Path
         assert f"{event.loss:.4f}" in row  # the validation loss beside the checkpoint's training loss
 
 
+@pytest.mark.slow  # sd-scripts on SD 1.5's full-size U-Net with validation and sampling: 5-13 minutes on 2 cores
 def test_kohya_validation_loss_and_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import _REAL_HOME
     from test_kohya_tiny import SETUP, write_job
