@@ -1,4 +1,5 @@
-"""`loraforge inspect LORA [--json]`: layout, family, rank, alpha, modules, size, dtype, trigger, metadata."""
+"""`loraforge inspect LORA [--json]`: layout, family (and what told it), the layout `convert` writes from it, rank,
+alpha, modules, size, dtype, trigger, metadata."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
         "file",
         "layout",
         "family",
+        "family_from",
+        "converts_to",
         "rank",
         "alpha",
         "modules",
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         "dtypes",
         "trigger",
     ):
-        print(f"{key:<13} {info[key]}")
+        print(f"{key:<13} {info[key] if info[key] is not None else '-'}")
     print(f"metadata      {len(info['metadata'])} keys")
     for key, value in sorted(info["metadata"].items()):
         text = value if args.all_metadata else (value if len(value) <= 80 else value[:77] + "...")

@@ -4,9 +4,11 @@ Kohya keeps alpha per module as a scalar tensor; PEFT keeps it in the file's ``l
 and r per component, alpha_pattern / rank_pattern for modules that differ), which diffusers' load_lora_weights
 reads. Weights are copied byte for byte in both directions, so a round trip is exact.
 
-Flux (flux.py) also splits sd-scripts' fused qkv / linear1 modules into diffusers' projections and fuses them back;
-the values still move bit for bit, except in one case flux.py describes (parts of one fused module trained with
-different alpha / rank scales), where the applied delta stays equal to float rounding.
+SD 1.5 and SDXL map name for name (keys.py). Flux and Chroma (flux.py), SD3 (sd3.py) and Lumina 2 (lumina2.py) also
+split sd-scripts' fused modules (qkv, Flux's linear1) into diffusers' projections and fuse them back (fused.py); the
+values still move bit for bit, except in one case fused.py describes (parts of one fused module trained with
+different alpha / rank scales), where the applied delta stays equal to float rounding. Qwen-Image and FLUX.2 have
+no sd-scripts trainer, hence no Kohya layout loraforge writes: asked for one, convert says so.
 """
 
 from __future__ import annotations
@@ -17,12 +19,22 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from orchestrator.errors import LoraforgeError
-from orchestrator.lora import flux as F
+from orchestrator.lora import flux, fused, lumina2, sd3
 from orchestrator.lora import keys as K
 from orchestrator.lora.check import check_lora
+from orchestrator.lora.family import FAMILIES, lora_family
+from orchestrator.lora.fused import Lora
 from orchestrator.lora.safetensors_io import Tensor, read, write
 
 _PACK = {"F32": "<f", "F16": "<e", "F64": "<d"}
+# the families whose sd-scripts layout splits and fuses modules, and how
+LAYOUTS: dict[str, fused.Layout] = {
+    "flux": flux.LAYOUT,
+    "chroma": flux.LAYOUT,
+    "sd3": sd3.LAYOUT,
+    "lumina2": lumina2.LAYOUT,
+}
+NO_KOHYA_LAYOUT = {"qwen_image": "Qwen-Image", "flux2": "FLUX.2"}  # no sd-scripts trainer
 
 
 def scalar(t: Tensor) -> float:
@@ -47,14 +59,13 @@ def _module_and_part(key: str) -> tuple[str, str]:
     raise LoraforgeError(f"unexpected LoRA key {key}", "is this a LoRA (not a LyCORIS LoHa/LoKr or a full model)?")
 
 
-def is_sdxl(keys: list[str], metadata: dict[str, str]) -> bool:
-    if K.is_flux(keys, metadata):  # Flux LoRAs name their CLIP-L encoder lora_te1_ too
-        return False
-    return (
-        any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.", "lora_unet_input_blocks")) for k in keys)
-        or "sdxl" in metadata.get("modelspec.architecture", "")
-        or metadata.get("ss_base_model_version", "").startswith("sdxl")
-    )
+def family_of(tensors: dict[str, Tensor], metadata: dict[str, str], family: str | None = None) -> str | None:
+    """The family given, else the one the file's metadata, module names or widths say (family.py)."""
+    if family is not None:
+        if family not in FAMILIES:
+            raise LoraforgeError(f"unknown family {family!r}", f"use one of {', '.join(FAMILIES)}")
+        return family
+    return lora_family({k: t.shape for k, t in tensors.items()}, metadata).family
 
 
 def _modules(tensors: dict[str, Tensor], down: str, up: str) -> dict[str, dict[str, Tensor]]:
@@ -71,9 +82,9 @@ def _modules(tensors: dict[str, Tensor], down: str, up: str) -> dict[str, dict[s
 
 
 def kohya_to_diffusers(
-    tensors: dict[str, Tensor], metadata: dict[str, str]
+    tensors: dict[str, Tensor], metadata: dict[str, str], family: str | None = None
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
-    loras: dict[str, F.Lora] = {}
+    loras: dict[str, Lora] = {}
     alpha_dtypes: set[str] = set()
     for module, parts in _modules(tensors, ".lora_down.weight", ".lora_up.weight").items():
         down, up = parts[".lora_down.weight"], parts[".lora_up.weight"]
@@ -81,14 +92,24 @@ def kohya_to_diffusers(
         if ".alpha" in parts:
             alpha = scalar(parts[".alpha"])
             alpha_dtypes.add(parts[".alpha"].dtype)
-        loras[module] = F.Lora(down, up, alpha)
-    if K.is_flux(list(tensors), metadata):
-        mapped, metadata = F.kohya_to_diffusers(loras, metadata)
+        loras[module] = Lora(down, up, alpha)
+    family = family_of(tensors, metadata, family)
+    if family in LAYOUTS:
+        mapped, metadata = fused.to_diffusers(LAYOUTS[family], loras, metadata)
+    elif family in NO_KOHYA_LAYOUT:
+        name = NO_KOHYA_LAYOUT[family]
+        raise LoraforgeError(
+            f"this {name} LoRA has Kohya-style names (musubi-tuner's), which loraforge does not convert: it converts "
+            f"the layouts of sd-scripts' trainers, and sd-scripts does not train {name}",
+            "use the file as it is: diffusers' load_lora_weights reads these names itself",
+        )
     else:
         try:
             mapped = {K.kohya_module_to_diffusers(m): lora for m, lora in loras.items()}
         except ValueError as exc:
-            raise LoraforgeError(str(exc), "is this a Kohya LoRA for SD 1.5, SDXL or Flux?") from None
+            raise LoraforgeError(
+                str(exc), "is this a Kohya LoRA for SD 1.5, SDXL, SD3, Flux, Chroma or Lumina 2?"
+            ) from None
     out: dict[str, Tensor] = {}
     for target, lora in mapped.items():
         out[f"{target}.lora_A.weight"] = lora.down
@@ -101,7 +122,7 @@ def kohya_to_diffusers(
     return out, meta
 
 
-def _peft_metadata(loras: dict[str, F.Lora]) -> dict[str, object]:
+def _peft_metadata(loras: dict[str, Lora]) -> dict[str, object]:
     """PEFT's LoraConfig per component (unet, transformer, text_encoder...): the most common rank and alpha, and
     rank_pattern / alpha_pattern for the modules that differ, which is how diffusers reads per-module alpha."""
     peft: dict[str, object] = {}
@@ -122,7 +143,7 @@ def _peft_metadata(loras: dict[str, F.Lora]) -> dict[str, object]:
 
 
 def diffusers_to_kohya(
-    tensors: dict[str, Tensor], metadata: dict[str, str]
+    tensors: dict[str, Tensor], metadata: dict[str, str], family: str | None = None
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
     try:
         peft = json.loads(metadata.get("lora_adapter_metadata", "{}"))
@@ -130,18 +151,31 @@ def diffusers_to_kohya(
         peft = {}
     peft = peft if isinstance(peft, dict) else {}
     alpha_dtype = metadata.get("loraforge_alpha_dtype", "F32")
-    loras: dict[str, F.Lora] = {}
+    loras: dict[str, Lora] = {}
     for module, parts in _modules(tensors, ".lora_A.weight", ".lora_B.weight").items():
         if set(parts) != {".lora_A.weight", ".lora_B.weight"}:
             raise LoraforgeError(f"unexpected keys for {module} in a diffusers LoRA: {sorted(parts)}")
         down = parts[".lora_A.weight"]
         root, _, sub = module.partition(".")
         alpha = peft.get(f"{root}.alpha_pattern", {}).get(sub, peft.get(f"{root}.lora_alpha"))
-        loras[module] = F.Lora(down, parts[".lora_B.weight"], float(alpha if alpha is not None else down.shape[0]))
-    if K.is_flux(list(tensors), metadata):
-        mapped, metadata = F.diffusers_to_kohya(loras, metadata)
+        loras[module] = Lora(down, parts[".lora_B.weight"], float(alpha if alpha is not None else down.shape[0]))
+    family = family_of(tensors, metadata, family)
+    if family in LAYOUTS:
+        mapped, metadata = fused.to_kohya(LAYOUTS[family], loras, metadata)
+    elif family in NO_KOHYA_LAYOUT:
+        name = NO_KOHYA_LAYOUT[family]
+        raise LoraforgeError(
+            f"{name} LoRAs have no Kohya layout loraforge writes: sd-scripts, the trainer that layout comes from, "
+            f"does not train {name}",
+            "keep the diffusers layout: diffusers' load_lora_weights loads it as it is",
+        )
+    elif any(m.startswith("transformer.") for m in loras):
+        raise LoraforgeError(
+            "cannot tell which model this transformer LoRA is for: its module names and widths fit several families",
+            f"name it: --family {'|'.join(LAYOUTS)}",
+        )
     else:
-        sdxl = is_sdxl(list(tensors), metadata)
+        sdxl = family == "sdxl"
         try:
             mapped = {K.diffusers_module_to_kohya(m, sdxl): lora for m, lora in loras.items()}
         except ValueError as exc:
@@ -156,9 +190,9 @@ def diffusers_to_kohya(
     return out, meta
 
 
-def convert(source: Path, target: Path, to: str) -> Path:
+def convert(source: Path, target: Path, to: str, family: str | None = None) -> Path:
     """Read ``source`` (every check first: a broken LoRA is refused before anything is written), convert, and write
-    ``target`` atomically."""
+    ``target`` atomically. ``family`` overrides the one the file says or looks like."""
     tensors, metadata = read(source)
     check_lora(source, tensors, metadata)
     kind = K.layout(list(tensors))
@@ -170,9 +204,9 @@ def convert(source: Path, target: Path, to: str) -> Path:
     if kind == to:
         out, meta = tensors, dict(metadata)
     elif to == "diffusers":
-        out, meta = kohya_to_diffusers(tensors, metadata)
+        out, meta = kohya_to_diffusers(tensors, metadata, family)
     elif to == "kohya":
-        out, meta = diffusers_to_kohya(tensors, metadata)
+        out, meta = diffusers_to_kohya(tensors, metadata, family)
     else:
         raise LoraforgeError(f"unknown format {to!r}", "use kohya or diffusers")
     return write(target, out, meta)

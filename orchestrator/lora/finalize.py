@@ -62,5 +62,7 @@ def finalize_lora(job: JobSpec, src: Path, target: Path, metadata: dict[str, str
     layout = K.layout(list(tensors))
     if layout != job.saving.format:
         convert = kohya_to_diffusers if job.saving.format == "diffusers" else diffusers_to_kohya
-        tensors, existing = convert(tensors, existing)
+        # the job's family: a trainer's file may not say it (SimpleTuner's final LoRA has no modelspec entry), and
+        # SD3, Flux and Qwen-Image LoRAs of attention modules alone look alike at small widths
+        tensors, existing = convert(tensors, existing, job.family or None)
     return write(target, tensors, {**existing, **metadata})

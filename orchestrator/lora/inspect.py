@@ -7,11 +7,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from orchestrator.basemodel import family_from_keys
 from orchestrator.errors import LoraforgeError
 from orchestrator.lora import keys as K
 from orchestrator.lora.check import check_lora
-from orchestrator.lora.convert import is_sdxl, scalar
+from orchestrator.lora.convert import LAYOUTS, NO_KOHYA_LAYOUT, scalar
+from orchestrator.lora.family import lora_family
 from orchestrator.lora.safetensors_io import read
 
 
@@ -38,22 +38,13 @@ def describe(path: Path) -> dict[str, Any]:
             alphas.update(float(v) for k, v in peft.items() if k.endswith(".lora_alpha"))
         except ValueError:
             pass
-    family = (
-        metadata.get("loraforge_family")
-        or (
-            "sdxl"
-            if is_sdxl(names, metadata)
-            else "flux"
-            if any("transformer." in k or "double_blocks" in k for k in names)
-            else None
-        )
-        or family_from_keys(names)
-        or "sd15"
-    )
+    reading = lora_family({name: t.shape for name, t in tensors.items()}, metadata)
     return {
         "file": str(path),
         "layout": layout,
-        "family": family,
+        "family": reading.family or "unknown",
+        "family_from": reading.describe(),
+        "converts_to": _converts_to(layout, reading.family),
         "rank": ranks.most_common(1)[0][0] if ranks else None,
         "alpha": alphas.most_common(1)[0][0] if alphas else None,
         "modules": modules,
@@ -63,3 +54,13 @@ def describe(path: Path) -> dict[str, Any]:
         "trigger": metadata.get("loraforge_trigger") or metadata.get("modelspec.trigger_phrase") or None,
         "metadata": metadata,
     }
+
+
+def _converts_to(layout: str, family: str | None) -> str | None:
+    """The other layout `loraforge convert` writes for this file, or None where there is none."""
+    other = "diffusers" if layout == "kohya" else "kohya"
+    if family in NO_KOHYA_LAYOUT:
+        return None
+    if family in LAYOUTS or family in ("sd15", "sdxl"):
+        return other
+    return None

@@ -6,6 +6,7 @@ Kohya (sd-scripts, A1111, Forge, ComfyUI):  lora_unet_down_blocks_0_attentions_0
     Flux (sd-scripts' lora_flux): Black Forest Labs' module names, lora_unet_double_blocks_0_img_attn_qkv, ...
     single_blocks_0_linear1, with q, k, v (and the MLP input) fused in one Linear; text encoders lora_te1_ (CLIP-L)
     and lora_te3_ (T5-XXL).
+    SD3 (sd3.py) and Lumina 2 (lumina2.py) keep their tables beside their conversions; Chroma uses Flux's.
 Diffusers / PEFT (SimpleTuner, diffusers):  unet.down_blocks.0.attentions.0.proj_in.lora_A.weight / lora_B.weight;
     text_encoder. / text_encoder_2. / transformer.; alpha is not per key but in the file's lora_adapter_metadata
     (PEFT's lora_alpha, r, and alpha_pattern for modules that differ).
@@ -23,7 +24,7 @@ COMPOUNDS = {
     "linear_1", "linear_2", "add_embedding", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "ff_context",
     "proj_mlp", "norm_out", "layer_norm1", "layer_norm2", "token_embedding", "position_embedding",
     "text_projection", "input_blocks", "output_blocks", "middle_block", "in_layers", "out_layers", "emb_layers",
-    "skip_connection", "wi_0", "wi_1",
+    "skip_connection", "wi_0", "wi_1", "o_proj", "gate_proj", "up_proj", "down_proj",
 }  # fmt: skip
 _LONGEST = max(len(c.split("_")) for c in COMPOUNDS)
 
@@ -111,7 +112,7 @@ def diffusers_module_to_kohya(module: str, sdxl: bool) -> str:
     """'text_encoder.text_model.encoder.layers.0.self_attn.q_proj' -> 'lora_te1_text_model_encoder_layers_0_self_attn_q_proj'."""
     root, _, path = module.partition(".")
     if root == "transformer":
-        raise ValueError(f"{module} is a transformer module: only Flux transformer LoRAs convert to Kohya")
+        raise ValueError(f"{module} is a transformer module of a family whose names do not map one to one")
     prefix = DIFFUSERS_PREFIXES.get(root)
     if prefix is None:
         raise ValueError(f"not a diffusers LoRA module name: {module}")
@@ -158,21 +159,6 @@ FLUX_SWAPPED_HALVES = "lora_unet_final_layer_adaLN_modulation_1"
 FLUX_TEXT = {"lora_te1": "text_encoder", "lora_te3": "text_encoder_2"}  # CLIP-L, T5-XXL
 _FLUX_KOHYA = re.compile(r"lora_unet_(double|single)_blocks_(\d+)_(\w+)$")
 _FLUX_DIFFUSERS = re.compile(r"transformer\.(transformer_blocks|single_transformer_blocks)\.(\d+)\.(.+)$")
-
-
-def is_flux(keys: list[str], metadata: dict[str, str]) -> bool:
-    """Flux by its key names (either layout) or by what the file says about its base model."""
-    hints = " ".join(
-        metadata.get(k, "") for k in ("modelspec.architecture", "ss_base_model_version", "loraforge_family")
-    )
-    return (
-        "flux" in hints.lower()
-        or any(k.startswith(("lora_unet_double_blocks_", "lora_unet_single_blocks_")) for k in keys)
-        or any(
-            k.startswith(("transformer.single_transformer_blocks.", "transformer.time_text_embed.guidance"))
-            for k in keys
-        )
-    )
 
 
 def flux_kohya_to_diffusers(module: str) -> tuple[str, ...]:
