@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.envshare import link_shared
 from orchestrator.errors import BackendNotReady
 
 
@@ -151,16 +152,15 @@ def nvidia_gpu_present() -> bool:
         return False
 
 
-def create_venv(interpreter: Path, target: Path, *, size_gb: float) -> Path:
-    """A new virtual environment at ``target`` (any old one removed first) after checking the disk has room for
-    ``size_gb``; returns its interpreter."""
+def create_venv(
+    interpreter: Path, target: Path, *, size_gb: float, share: dict[str, str] | None = None
+) -> tuple[Path, int]:
+    """A new virtual environment at ``target`` (any old one removed first): its interpreter, and the bytes linked.
+
+    ``share`` (package -> pinned version: torch's) links those packages from a sibling backend environment of the
+    same Python (orchestrator.envshare); the disk must then have room for ``size_gb`` less what was linked.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    free_gb = shutil.disk_usage(target.parent).free / 1e9
-    if free_gb < size_gb + 1:
-        raise BackendNotReady(
-            f"{target.parent} has {free_gb:.1f} GB free; the environment needs about {size_gb:.0f} GB",
-            "free some disk space, or set LORAFORGE_HOME to a folder on a larger disk",
-        )
     if target.exists():
         shutil.rmtree(target)
     result = subprocess.run([str(interpreter), "-m", "venv", str(target)], capture_output=True, text=True)
@@ -169,7 +169,18 @@ def create_venv(interpreter: Path, target: Path, *, size_gb: float) -> Path:
             f"creating a virtual environment at {target} with {interpreter} failed: {result.stderr.strip()[-300:]}",
             "install the venv module for that Python (Debian: apt install python3-venv), or pass --python",
         )
-    return venv_python(target)
+    exe = venv_python(target)
+    siblings = [venv_python(env) for env in sorted(target.parent.iterdir()) if env != target]
+    linked = link_shared(exe, [python for python in siblings if python.exists()], share or {})
+    linked_gb = linked / 1e9
+    free_gb = shutil.disk_usage(target.parent).free / 1e9
+    if free_gb < size_gb - linked_gb + 1:
+        shutil.rmtree(target)
+        raise BackendNotReady(
+            f"{target.parent} has {free_gb:.1f} GB free; the environment needs about {size_gb - linked_gb:.0f} GB",
+            "free some disk space, or set LORAFORGE_HOME to a folder on a larger disk",
+        )
+    return exe, linked
 
 
 _PIP_STEP = re.compile(r"^(Collecting|Downloading|Installing collected packages|Successfully installed|Building)")

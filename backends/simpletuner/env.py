@@ -106,7 +106,13 @@ def setup(request: SetupRequest, console: Any) -> BackendEnv:
         f"creating {target} with Python {'.'.join(map(str, version))} ({interpreter}); installing "
         f"simpletuner[{extra}]=={VERSION}: about {VENV_SIZE_GB:.0f} GB of disk, several minutes"
     )
-    exe = create_venv(interpreter, target, size_gb=VENV_SIZE_GB)
+    shared = {name: PINS[name] for name in ("torch", "torchvision")}
+    exe, linked = create_venv(interpreter, target, size_gb=VENV_SIZE_GB, share=shared)
+    if linked:
+        console.print(
+            f"torch {PINS['torch']} and its CUDA libraries linked from another backend's environment "
+            f"({linked / 1e9:.1f} GB shared, not copied)"
+        )
     constraints = target / "loraforge-constraints.txt"
     constraints.write_text("".join(f"{k}=={v}\n" for k, v in PINS.items()), encoding="utf-8")
     run_pip(
