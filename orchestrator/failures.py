@@ -74,6 +74,9 @@ HINTS: dict[str, str] = {
 _EXCEPTION = re.compile(
     r"^(?P<name>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|Failure)|Killed)(?::\s*(?P<text>.*))?$"
 )
+# What a line must hold to change the watch's state: the start of a traceback, or a word every _EXCEPTION name
+# holds. A parser that finds none of them in a line may hand it to TracebackWatch.plain, which only keeps it.
+WORDS = ("Traceback", "Error", "Exception", "Interrupt", "Exit", "Failure", "Killed")
 _WRAPPERS = ("subprocess.CalledProcessError", "CalledProcessError", "torch.distributed.elastic.multiprocessing.errors")
 
 
@@ -100,10 +103,10 @@ class TracebackWatch:
     def line(self, line: str) -> None:
         """One line of output, without its end-of-line (progress bars excluded by the caller)."""
         text = line.rstrip()
-        if not text.strip():
+        if not text:
             return
         self.tail.append(text[:400])
-        stripped = text.strip()
+        stripped = text.lstrip()
         if stripped.startswith("Traceback (most recent call last)"):
             self.in_traceback = True
             return
@@ -113,6 +116,12 @@ class TracebackWatch:
             if self.in_traceback:
                 self.uncaught = True
             self.in_traceback = False
+
+    def plain(self, line: str) -> None:
+        """:meth:`line` for a line that holds none of :data:`WORDS`: it only joins the tail."""
+        text = line.rstrip()
+        if text:
+            self.tail.append(text[:400])
 
     def progress(self) -> None:
         """The trainer drew progress: whatever traceback came before it did not end the run."""

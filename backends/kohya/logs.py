@@ -27,11 +27,10 @@ from typing import Any
 
 from orchestrator.distributed import RankWatch, split_rank, with_rank
 from orchestrator.events import PHASES, Checkpoint, Event, Failure, Log, Phase, Progress, Validation
-from orchestrator.failures import TracebackWatch, describe
+from orchestrator.failures import WORDS, TracebackWatch, describe
 from orchestrator.stepdraws import StepDraws
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-SEGMENT = re.compile(r"[\r\n]")
 BAR = re.compile(
     r"steps:\s+\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*\[(?P<elapsed>[\d:]+)<(?P<eta>[\d:?]+),\s*"
     r"(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)(?:,\s*avr_loss=(?P<loss>[\d.eE+-]+|nan))?"
@@ -49,6 +48,26 @@ SAVED = re.compile(r"saving checkpoint: (.+\.safetensors)")
 SKIP = re.compile(r"skipping (\d+) steps")
 STEP_FILE = re.compile(r"-step(\d+)\.safetensors$")  # save_every_n_steps: NAME-step00000004.safetensors
 EPOCH_FILE = re.compile(r"-\d{6}\.safetensors$")  # save_every_n_epochs: NAME-000001.safetensors
+
+# The hot path reads a chunk's segments, each with its \r or \n, in one findall: a segment that is nothing but a
+# draw of the training bar (BAR up to its "]") gives its text and BAR's groups, any other segment only its text.
+# Whitespace and the bar's cells stop at the segment's end, so the groups are those BAR.match finds in the segment.
+SEGMENTS = re.compile(
+    r"(?:(?P<draw>"
+    + BAR.pattern.replace(r"\s", r"[^\S\r\n]").replace("[^|]", r"[^|\r\n]")
+    + r"[^\]\r\n]*\])|(?P<other>[^\r\n]*))[\r\n]"
+)
+
+# Once training has started, a line that holds none of these words (all that _segment and _line look for, and the
+# TracebackWatch's WORDS) means nothing but a line of the log's tail: most of a real log's lines.
+NOTABLE = re.compile(
+    "|".join(
+        map(
+            re.escape,
+            ("steps", "%|", "\x1b", "[rank", "Root Cause", "skipping", "epoch ", "saving checkpoint:", *WORDS),
+        )
+    )
+)
 
 LOADING, CACHING, TRAINING, SAVING = (PHASES.index(name) for name in ("loading", "caching", "training", "saving"))
 
@@ -113,21 +132,21 @@ class KohyaLogParser:
             self.partial[stream] = buffer
             return []
         self.partial[stream] = buffer[cut + 1 :]
-        # one decode per chunk, not per segment (the hot path); a cut at \r or \n never splits a UTF-8 character
-        text = buffer[:cut].decode("utf-8", "replace")
+        # one decode per chunk, not per segment; a cut at \r or \n never splits a UTF-8 character
+        text = buffer[: cut + 1].decode("utf-8", "replace")
         events: list[Event] = []
-        for segment in SEGMENT.split(text):
-            if not segment:
+        for draw, n, total, _, eta, rate, unit, loss, other in SEGMENTS.findall(text):
+            # a draw of the bar, most of a log's bytes: straight to _draw when no pending line must see it first
+            if draw and not self._pending():
+                events += self._draw(n, total, loss, rate, unit, eta)
+            elif draw or other.startswith("steps:"):  # a bar with text glued to it, or a draw a pending line sees
+                events += self._draw_or_segment(draw or other)
+            elif not other:
                 continue
-            # the bar, most of a log's bytes: straight to _bar when nothing is pending that must see the line first
-            if segment.startswith("steps:") and self.val_pending is None and not self.ranks.root_pending:
-                match = BAR.match(segment)
-                if match is not None:
-                    events += self._bar(match)
-                    if (rest := _glued(segment, match.end())) is not None:
-                        events += self._segment(rest)
-                    continue
-            events += self._segment(segment)
+            elif self.phase >= TRAINING and not self._pending() and not NOTABLE.search(other):
+                self.watch.plain(other)
+            else:
+                events += self._segment(other)
         return events
 
     def payload(self, message: dict[str, Any]) -> list[Event]:
@@ -152,6 +171,21 @@ class KohyaLogParser:
         return with_rank(failure, self.ranks.failure(), "sd-scripts")
 
     # --- lines ------------------------------------------------------------------------------------------------------
+
+    def _pending(self) -> bool:
+        """A validation pass waits for the line that ends it, or the launcher's Root Cause block for its rank."""
+        return self.val_pending is not None or self.ranks.root_pending
+
+    def _draw_or_segment(self, segment: str) -> list[Event]:
+        # the bar: straight to _bar when nothing is pending that must see the line first
+        if segment.startswith("steps:") and self.val_pending is None and not self.ranks.root_pending:
+            match = BAR.match(segment)
+            if match is not None:
+                events = self._bar(match)
+                if (rest := _glued(segment, match.end())) is not None:
+                    events += self._segment(rest)
+                return events
+        return self._segment(segment)
 
     def _advance(self, phase: int) -> list[Event]:
         if phase <= self.phase:
@@ -219,8 +253,10 @@ class KohyaLogParser:
         return self._advance(SAVING)  # the final LoRA
 
     def _bar(self, match: re.Match[str]) -> list[Event]:
-        # the hot path on bar-heavy logs: one group() call; a draw stays text until it is reported
-        n_text, total_text, loss, rate, unit, eta = match.group("n", "total", "loss", "rate", "unit", "eta")
+        return self._draw(*match.group("n", "total", "loss", "rate", "unit", "eta"))
+
+    def _draw(self, n_text: str, total_text: str, loss: str | None, rate: str, unit: str, eta: str) -> list[Event]:
+        # the hot path on bar-heavy logs: a draw stays text until it is reported
         n = int(n_text)
         if n == 0:
             return []
@@ -228,7 +264,7 @@ class KohyaLogParser:
         self.last_step = step
         self.watch.progress()
         total = self.total or self.offset + int(total_text)
-        due = self.draws.draw(step, (step, total, self.epoch, self.epochs, loss, rate, unit, eta))
+        due = self.draws.draw(step, (step, total, self.epoch, self.epochs, loss or None, rate, unit, eta))
         # stdout's "saving checkpoint" line for the final LoRA can overtake the last step's second draw on stderr:
         # that late draw still carries the final loss, but training is not starting again
         events: list[Event] = self._advance(TRAINING) if self.phase < TRAINING else []

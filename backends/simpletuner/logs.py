@@ -44,6 +44,11 @@ _BAR = re.compile(
     r"(?:Epoch (?P<epoch>\d+)/(?P<epochs>\d+),? )?Steps:\s*\d+%\|[^|]*\|\s*(?P<step>\d+)/(?P<total>\d+) "
     r"\[(?P<elapsed>[\d:]+)<(?P<remaining>[\d:?]+),\s*(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)(?P<postfix>[^\]]*)\]"
 )
+# A segment that is nothing but a draw of the bar (ANSI codes, _BAR, blanks), the most of a log's bytes: with no ESC
+# inside the bar, its groups are those _line's _BAR.search would find once the codes are stripped.
+_DRAW = re.compile(
+    rf"(?:{_ANSI.pattern})*" + _BAR.pattern.replace("[^|]", r"[^|\x1b]").replace(r"[^\]]", r"[^\]\x1b]") + r"\s*"
+)
 _LOSS = re.compile(r"step_loss=([^,\s\]]+)")
 _LR = re.compile(r"\blr=([^,\s\]]+)")
 # A checkpoint is complete when its random states, the last piece of training state, are saved (launched through
@@ -53,6 +58,7 @@ _CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
 _FINAL_SAVE = re.compile(r"\[INFO\] (?:\[RANK \d+\] )?- Repeats: \d+$")  # the model card's dataset overview
 _CACHING = ("Generating aspect bucket cache", "Processing prompts", "Loading captions", "Caching")
 _MODEL_NOT_FOUND = re.compile(r"it looks like (\S+) is not the path to a directory")
+_TRAINING = PHASES.index("training")
 
 
 class SimpleTunerLogParser:
@@ -96,7 +102,14 @@ class SimpleTunerLogParser:
         self._buffers[stream] = rest
         events: list[Event] = []
         for segment in segments:
-            if segment:
+            # a draw straight to _bar (unless a save is named in its postfix: _line reads that)
+            if (
+                "Steps:" in segment
+                and (draw := _DRAW.fullmatch(segment, 0, MAX_LINE))
+                and "saved in " not in draw["postfix"]
+            ):
+                events += self._bar(draw)
+            elif segment:
                 events += self._line(segment[:MAX_LINE])
         return events
 
@@ -147,7 +160,8 @@ class SimpleTunerLogParser:
         elif line[0] == "{" and (structured := self._structured(line)) is not None:
             return structured
         else:
-            self.ranks.see(rank, line)  # the launcher's verdict on which rank failed
+            if rank is not None or self.ranks.root_pending or "Root Cause" in line:
+                self.ranks.see(rank, line)  # rank 0's errors, the launcher's verdict on which rank failed
             self.watch.line(line)
             self.tail.append(line[:400])
             events = [] if self.live else self._plain(line)
@@ -176,7 +190,10 @@ class SimpleTunerLogParser:
         # set_postfix: no step's reading. Draws are read lazily: only the one StepDraws reports becomes an event.
         if self.live or step == 0 or "step_loss=" not in bar.group("postfix"):
             return []
-        due = [p for p in map(_reading, self._draws.draw(step, bar)) if p is not None]
+        draws = self._draws.draw(step, bar)
+        if self._phase >= _TRAINING:  # _ordered drops a step already reported: no need to read it (most draws)
+            draws = [draw for draw in draws if int(draw["step"]) > self._step]
+        due = [p for p in map(_reading, draws) if p is not None]
         return self._ordered([Phase("training"), *due]) if due else []
 
     def _structured(self, line: str) -> list[Event] | None:
