@@ -35,6 +35,10 @@ class BackendNotReady(LoraforgeError):
     """The backend's environment is missing or broken."""
 
 
+class NotEnoughDisk(LoraforgeError):
+    """A folder's disk lacks the room a step needs, found before the step starts (not half way through it)."""
+
+
 # What to do about a failure of the world, by errno name: the message names the file, this says the fix.
 _OS_FIXES = {
     "ENOSPC": ("no space left on the device", "free some space there (or write elsewhere), then run the command again"),

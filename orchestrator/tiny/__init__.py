@@ -12,19 +12,26 @@ import subprocess
 from pathlib import Path
 
 from orchestrator.envs import cache_dir
-from orchestrator.errors import LoraforgeError
+from orchestrator.errors import LoraforgeError, NotEnoughDisk
 
 HERE = Path(__file__).resolve().parent
 
 
-def build_cached(script: str, python: Path, *, name: str, root: Path | None = None) -> Path:
-    """Run ``HERE/script OUT`` with ``python`` once; later calls return the cached OUT folder."""
+def build_cached(script: str, python: Path, *, name: str, root: Path | None = None, size_gb: float = 0.1) -> Path:
+    """Run ``HERE/script OUT`` with ``python`` once; later calls return the cached OUT folder. ``size_gb``: the disk
+    the model takes, checked before building (a full disk found half way through is a worse message)."""
     source = HERE / script
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
     out = (root or cache_dir() / "tiny") / f"{name}-{digest}"
     if out.is_dir():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    free_gb = shutil.disk_usage(out.parent).free / 1e9
+    if free_gb < size_gb + 0.5:
+        raise NotEnoughDisk(
+            f"building the tiny {name} model needs about {size_gb:.1f} GB in {out.parent}; it has {free_gb:.1f} GB free",
+            "free some disk space, or set LORAFORGE_HOME to a folder on a larger disk",
+        )
     for leftover in (out.parent / f"{out.name}.partial", out.parent / f"{out.name}.tokenizer"):
         shutil.rmtree(leftover, ignore_errors=True)
     result = subprocess.run([str(python), str(source), str(out)], capture_output=True, text=True)
@@ -44,14 +51,14 @@ def tiny_sdxl(python: Path, *, root: Path | None = None) -> Path:
 
 def tiny_sd15(python: Path, *, root: Path | None = None) -> Path:
     """An SD 1.5 diffusers folder sd-scripts trains: SD 1.5's UNet geometry (fixed in sd-scripts), tiny text
-    encoder and VAE. ~3.2 GB and ~40 s to build on 2 cores: built once, cached."""
-    return build_cached("sd15_script.py", python, name="sd15", root=root)
+    encoder and VAE. ~1.7 GB (the UNet in fp16) and ~40 s to build on 2 cores: built once, cached."""
+    return build_cached("sd15_script.py", python, name="sd15", root=root, size_gb=1.8)
 
 
 def tiny_sdxl_kohya(python: Path, *, root: Path | None = None) -> Path:
     """An SDXL diffusers folder sd-scripts trains (and SimpleTuner too): SDXL's full UNet (fixed in sd-scripts),
     shallow text encoders of SDXL's widths, tiny VAE. ~5.2 GB (UNet in fp16), built once and cached."""
-    return build_cached("sdxl_kohya_script.py", python, name="sdxl-kohya", root=root)
+    return build_cached("sdxl_kohya_script.py", python, name="sdxl-kohya", root=root, size_gb=5.3)
 
 
 def _siblings(name: str, *scripts: str) -> str:
@@ -75,7 +82,7 @@ def tiny_lumina2_kohya(python: Path, *, root: Path | None = None) -> Path:
     Lumina2Pipeline for SimpleTuner and diffusers. ~15 GB, ~4 min to build on 2 cores with ~3 GB of RAM: built once,
     cached. ``python`` needs diffusers >= 0.33 (SimpleTuner's venv)."""
     name = _siblings("lumina2-kohya", "lumina2_script.py", "sdxl_script.py")
-    return build_cached("lumina2_kohya_script.py", python, name=name, root=root)
+    return build_cached("lumina2_kohya_script.py", python, name=name, root=root, size_gb=15)
 
 
 def tiny_qwen_image(python: Path, *, root: Path | None = None) -> Path:
@@ -102,7 +109,7 @@ def tiny_sd3(python: Path, *, root: Path | None = None) -> Path:
     tokenizers/), the text encoders at the full size sd-scripts fixes, as sparse files (T5-XXL reads as 9.5 GB, ~2 MB
     on disk; sd-scripts maps it all in bf16). ~20 s to build. ``python`` needs diffusers >= 0.33 (SimpleTuner's venv)."""
     name = _siblings("sd3", "flux_script.py", "sdxl_script.py")
-    return build_cached("sd3_script.py", python, name=name, root=root)
+    return build_cached("sd3_script.py", python, name=name, root=root, size_gb=0.6)
 
 
 def tiny_chroma(python: Path, *, root: Path | None = None) -> Path:
@@ -115,4 +122,4 @@ def tiny_chroma(python: Path, *, root: Path | None = None) -> Path:
     it (bf16, ~5 min a step on 2 cores). ~50 s and ~4.5 GB of RAM to build.
     ``python`` needs diffusers >= 0.35 (SimpleTuner's venv)."""
     name = _siblings("chroma", "sd3_script.py", "flux_script.py", "sdxl_script.py")
-    return build_cached("chroma_script.py", python, name=name, root=root)
+    return build_cached("chroma_script.py", python, name=name, root=root, size_gb=2.9)

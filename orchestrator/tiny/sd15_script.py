@@ -5,8 +5,8 @@ kohya venv:
 
 sd-scripts copies the diffusers UNet into its own SD 1.5 UNet with a strict state-dict load, and that UNet's block
 widths (320, 640, 1280, 1280) and two layers per block are fixed in its source: only the cross-attention width may
-shrink. So the UNet keeps SD 1.5's geometry (~0.8 B parameters, ~3.2 GB in fp32: built once and cached) while the
-text encoder and VAE are tiny. The tokenizer is the same hand-made byte-level BPE as the tiny SDXL's.
+shrink. So the UNet keeps SD 1.5's geometry (~0.8 B parameters: 1.7 GB, stored in fp16, built once and cached) while
+the text encoder and VAE are tiny. The tokenizer is the same hand-made byte-level BPE as the tiny SDXL's.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ def build(out: Path) -> None:
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    unet.to(torch.float16)  # half the disk; sd-scripts copies it into its own fp32 UNet (training runs as before)
     tmp = out.parent / (out.name + ".partial")
     pipe.save_pretrained(str(tmp), safe_serialization=True)
     tmp.rename(out)  # a half-built model is never found under the final name
