@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 from backends.base import Backend, Launch
-from orchestrator.envs import BackendEnv
+from orchestrator.envs import BackendEnv, cache_dir
 from orchestrator.launch import start_process
 
 LAUNCHER = Path(__file__).resolve().with_name("warm_launcher.py")
@@ -80,8 +80,12 @@ def start_warm(backend: Backend, env: BackendEnv) -> WarmStart | None:
     if warm is None or os.environ.get("LORAFORGE_WARM", "1") == "0":
         return None
     argv = [str(env.python), "-u", str(LAUNCHER), warm.module, *warm.imports]
+    # a folder of ours to import in: a trainer may write files where it is imported (SimpleTuner's debug.log), and
+    # the user's current folder is not ours; the run itself moves to its own folder when it starts
+    scratch = cache_dir() / "warm"
     try:
-        process = start_process(argv, env={**os.environ, **warm.settings}, cwd=None, stdin=subprocess.PIPE)
+        scratch.mkdir(parents=True, exist_ok=True)
+        process = start_process(argv, env={**os.environ, **warm.settings}, cwd=scratch, stdin=subprocess.PIPE)
     except OSError:
         return None
     return WarmStart(env.python, warm.module, process)

@@ -32,6 +32,7 @@ IMPORTED_AT = time.time()
 SEEN_AT_IMPORT = os.environ.get("IMPORT_SETTING")
 with open(os.environ["IMPORT_LOG"], "a") as log:
     log.write("imported\\n")
+pathlib.Path("debug.log").write_text("written where it is imported, as SimpleTuner does")
 '''
 
 
@@ -51,6 +52,8 @@ def trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (package / "train.py").write_text(TRAINER)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "lib"))
     monkeypatch.setenv("IMPORT_LOG", str(tmp_path / "imports.log"))
+    (tmp_path / "user").mkdir()
+    monkeypatch.chdir(tmp_path / "user")  # the folder the user runs loraforge in
     return tmp_path
 
 
@@ -76,6 +79,7 @@ def test_the_run_starts_in_the_warm_interpreter_as_in_a_fresh_one(trainer: Path)
     assert "run setting at-release import setting at-start" in text
     assert (trainer / "imports.log").read_text() == "imported\n"  # imported once, before the run
     assert (trainer / "logs" / "stdout.log").read_bytes().decode() == text  # nothing written before the run
+    assert list((trainer / "user").iterdir()) == []  # what the import wrote landed in loraforge's own folder
 
 
 def test_a_launch_it_cannot_run_is_started_cold_and_the_warm_one_goes(trainer: Path) -> None:
