@@ -59,5 +59,9 @@ def run(args: argparse.Namespace) -> int:
                 ", ".join(f"{k} {v}" for k, v in row["versions"].items()),
                 row["fix"],
             )
-        console().print(table)
+        out = console()
+        out.print(table)
+        for row in rows:  # each problem once more as one unwrapped line, its fix ready to paste
+            if row["status"] != "ok":
+                out.print(f"{row['backend']}: {row['status']}\n  fix: {row['fix']}", soft_wrap=True, markup=False)
     return 0 if all(r["status"] == "ok" for r in rows) else 1

@@ -259,6 +259,6 @@ def test_a_job_killed_after_a_checkpoint_is_resubmitted_and_resumes_at_the_saved
 def test_an_unreachable_head_is_a_clear_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "job.yaml").write_text("name: x\n")
     address = f"http://127.0.0.1:{_free_port()}"
-    assert main(["submit", str(tmp_path / "job.yaml"), "--executor", "ray", "--address", address]) == 1
+    assert main(["submit", str(tmp_path / "job.yaml"), "--executor", "ray", "--address", address]) == 2  # no job
     err = capsys.readouterr().err
     assert f"Ray is not reachable at {address}" in err and "ray start --head" in err, err
