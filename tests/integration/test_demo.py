@@ -24,6 +24,9 @@ def test_demo_runs_end_to_end(backend: str, backend_home: dict, tmp_path: Path) 
         timeout=1200,
     )
     output = result.stdout + result.stderr
+    no_room = re.search(r"building the tiny \w+ model needs about .* GB free", output)
+    if result.returncode != 0 and no_room:  # as conftest skips a test whose model the disk cannot hold
+        pytest.skip(no_room.group())
     assert result.returncode == 0, output[-4000:]
     (run,) = (tmp_path / "runs").iterdir()
     assert (run / "output" / "demo.safetensors").stat().st_size > 0
