@@ -172,12 +172,12 @@ def create_venv(
     exe = venv_python(target)
     siblings = [venv_python(env) for env in sorted(target.parent.iterdir()) if env != target]
     linked = link_shared(exe, [python for python in siblings if python.exists()], share or {})
-    linked_gb = linked / 1e9
+    need_gb = max(size_gb - linked / 1e9, 0)
     free_gb = shutil.disk_usage(target.parent).free / 1e9
-    if free_gb < size_gb - linked_gb + 1:
+    if need_gb and free_gb < need_gb + 1:
         shutil.rmtree(target)
         raise BackendNotReady(
-            f"{target.parent} has {free_gb:.1f} GB free; the environment needs about {size_gb - linked_gb:.0f} GB",
+            f"{target.parent} has {free_gb:.1f} GB free; the environment needs about {need_gb:.0f} GB",
             "free some disk space, or set LORAFORGE_HOME to a folder on a larger disk",
         )
     return exe, linked

@@ -92,3 +92,12 @@ def test_another_pin_or_another_python_links_nothing(lender: Path, tmp_path: Pat
     (tmp_path / "bin").mkdir()
     assert link_shared(tmp_path / "bin" / "python", [lender], {"torch": "2.13.0"}) == 0
     assert list(other.iterdir()) == []
+
+
+def test_a_disk_without_room_refuses_the_environment_and_leaves_nothing(tmp_path: Path) -> None:
+    from orchestrator.errors import BackendNotReady
+
+    target = tmp_path / "envs" / "kohya"
+    with pytest.raises(BackendNotReady, match=r"GB free; the environment needs about \d+ GB"):
+        create_venv(Path(sys.executable), target, size_gb=1e9)  # a billion GB: no disk has it
+    assert not target.exists()
