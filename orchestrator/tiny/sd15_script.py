@@ -7,7 +7,7 @@ sd-scripts copies the diffusers UNet into its own SD 1.5 UNet with a strict stat
 widths (320, 640, 1280, 1280) and two layers per block are fixed in its source: only the cross-attention width may
 shrink. So the UNet keeps SD 1.5's geometry (~0.8 B parameters, 1.7 GB in fp16) while the text encoder and VAE are
 tiny. Its 1280-wide blocks, three quarters of its weights, are zero: written as holes in a sparse file, the model
-takes ~0.5 GB of disk (a CI disk that holds both backends' environments has little more). The 320- and 640-wide
+takes ~0.26 GB of disk (a CI disk that holds both backends' environments has little more). The 320- and 640-wide
 blocks keep random weights and reach the output through the skip connections, so a LoRA trains and changes the
 image there. The tokenizer is the same hand-made byte-level BPE as the tiny SDXL's.
 """
