@@ -109,13 +109,13 @@ def setup(request: SetupRequest, console: Any) -> BackendEnv:
     """Register an existing venv (``request.venv``) or create loraforge's own under $LORAFORGE_HOME/envs/kohya,
     then record the checkout's option names. An existing healthy env is kept unless ``force``."""
     root = (request.root or default_root()).resolve()
+    given = venv_python(request.venv) if request.venv is not None else None
+    if given is not None and not given.exists():  # what the user typed first, then what the checkout lacks
+        raise BackendNotReady(f"--venv {request.venv}: no interpreter at {given}", "pass the folder of a virtual env")
     if not (root / "train_network.py").exists():
         raise BackendNotReady(*missing_sd_scripts(root))
-    if request.venv is not None:
-        exe = venv_python(request.venv)
-        if not exe.exists():
-            raise BackendNotReady(f"--venv {request.venv}: no interpreter at {exe}", "pass the folder of a virtual env")
-        env = describe_env(exe, root, managed=False)
+    if given is not None:
+        env = describe_env(given, root, managed=False)
         dump_options(env)
         return env
     target = home() / "envs" / "kohya"
