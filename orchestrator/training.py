@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from backends.base import Artifacts, Backend, Endpoint, LogParser, Rendered, Resume
@@ -165,8 +165,9 @@ class _Parsing:
     """The run's parser between its two inputs: output bytes (the launcher's thread) and webhook payloads (the
     receiver's thread), parsed one at a time, events to the sink."""
 
-    def __init__(self, sink: EventSink) -> None:
+    def __init__(self, sink: EventSink, run: RunDir) -> None:
         self.sink = sink
+        self.run = run
         self.parser: LogParser | None = None
         self.lock = threading.Lock()
 
@@ -186,7 +187,16 @@ class _Parsing:
         with self.lock:
             events = self.parser.finish(returncode) if self.parser else []
         for event in events:
-            self.sink.emit(event)
+            self.sink.emit(_placed(event, self.run) if isinstance(event, Failure) else event)
+
+
+def _placed(failure: Failure, run: RunDir) -> Failure:
+    """A trainer's failure with what only loraforge knows: the run's log, and for a full disk the run folder (the
+    trainer's own message may name no file: `OSError: [Errno 28] No space left on device`)."""
+    message = failure.message
+    if failure.kind == "disk_full" and str(run.path) not in message:
+        message = f"{message} (the run stopped there; what it saved before is kept in {run.path})"
+    return replace(failure, message=message, log_path=failure.log_path or str(run.logs / "stderr.log"))
 
 
 @contextmanager
@@ -223,7 +233,7 @@ def _run(
 ) -> RunOutcome:
     job, backend, env = ready.job, ready.backend, ready.env
     sink.emit(Phase("setup"))
-    parsing = _Parsing(sink)
+    parsing = _Parsing(sink, run)
     with _webhooks(backend, parsing, sink.emit) as endpoint:
         try:
             rendered = backend.render(job, ready.dataset, run, env, resume=resume, endpoint=endpoint)

@@ -70,3 +70,21 @@ def test_the_disk_failure_names_the_folder_and_the_fix(tmp_path: Path) -> None:
     assert failure.kind == "disk_full"
     assert str(run.path) in failure.message and "no space left" in failure.message
     assert failure.hint is not None and "loraforge resume" in failure.hint
+
+
+def test_a_trainer_that_dies_of_a_full_disk_is_reported_with_the_run_folder(tmp_path: Path) -> None:
+    """The trainer may hit the full disk before loraforge's log does, with a message that names no file (sd-scripts:
+    `OSError: [Errno 28] No space left on device` opening its train_state.json): the failure still says where."""
+    from backends.kohya.logs import KohyaLogParser
+    from orchestrator.events import Failure
+    from orchestrator.training import _placed
+
+    parser = KohyaLogParser()
+    log = b"Traceback (most recent call last):\n  File 'x.py', line 1\nOSError: [Errno 28] No space left on device\n"
+    parser.feed(log, "stderr")
+    (failure,) = [e for e in parser.finish(1) if isinstance(e, Failure)]
+    assert failure.kind == "disk_full" and "runs" not in failure.message
+    run = RunDir(tmp_path / "runs" / "job-1")
+    placed = _placed(failure, run)
+    assert str(run.path) in placed.message and "No space left on device" in placed.message
+    assert placed.log_path == str(run.logs / "stderr.log") and placed.hint == failure.hint
