@@ -102,3 +102,11 @@ def usable_env(registry: dict, backend: str):  # type: ignore[no-untyped-def]
     if problems:
         pytest.skip(f"the {backend} environment is not usable ({problems[0].message}): {setup}")
     return env
+
+
+def family_params() -> list[Any]:
+    """The families of orchestrator.tiny.FAMILY_BUILDERS as test parameters; Chroma's, whose model takes ~2.8 GB of
+    disk (its width is fixed at 3072), with the slow tests, where a CI disk is small."""
+    from orchestrator.tiny import FAMILY_BUILDERS
+
+    return [pytest.param(f, marks=pytest.mark.slow) if f == "chroma" else f for f in sorted(FAMILY_BUILDERS)]

@@ -124,3 +124,13 @@ def tiny_chroma(python: Path, *, root: Path | None = None) -> Path:
     ``python`` needs diffusers >= 0.35 (SimpleTuner's venv)."""
     name = _siblings("chroma", "sd3_script.py", "flux_script.py", "sdxl_script.py")
     return build_cached("chroma_script.py", python, name=name, root=root, size_gb=2.9)
+
+
+# The tiny model of each family the families issue added, by family name (for the tests that go through them all)
+FAMILY_BUILDERS = {
+    "sd3": tiny_sd3,
+    "chroma": tiny_chroma,
+    "lumina2": tiny_lumina2,
+    "qwen_image": tiny_qwen_image,
+    "flux2": tiny_flux2,
+}

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,21 +33,13 @@ from orchestrator.cli import main
 from orchestrator.lora.convert import convert
 from orchestrator.lora.safetensors_io import Tensor, read, read_header, write
 from orchestrator.lora.sample import WORKER
-from orchestrator.tiny import tiny_chroma, tiny_flux2, tiny_lumina2, tiny_qwen_image, tiny_sd3
-from tests.conftest import _REAL_HOME, usable_env
+from orchestrator.tiny import FAMILY_BUILDERS
+from tests.conftest import _REAL_HOME, family_params, usable_env
 from tests.unit.test_lora_sd3_lumina2 import LUMINA2_2B, LUMINA2_TINY, kohya_file, lumina2_modules, values
 
 pytestmark = pytest.mark.integration
 
-BUILDERS: dict[str, Callable[..., Path]] = {
-    "sd3": tiny_sd3,
-    "chroma": tiny_chroma,
-    "lumina2": tiny_lumina2,
-    "qwen_image": tiny_qwen_image,
-    "flux2": tiny_flux2,
-}
-# Chroma's model takes ~2.8 GB of disk (its width is fixed at 3072): with the slow tests, where a CI disk is small
-CHROMA_SLOW = pytest.param("chroma", marks=pytest.mark.slow)
+BUILDERS = FAMILY_BUILDERS
 # The original Linear weights sd-scripts trains (networks.lora_sd3 with emb_dims, lora_flux on Chroma with in_dims)
 TRAINED = {
     "sd3": r"(joint_blocks\.\d+\.(x|context)_block\.(attn2?\.(qkv|proj)|mlp\.fc[12]|adaLN_modulation\.1)|context_embedder"
@@ -252,7 +243,7 @@ def sample(
     return np.asarray(Image.open(path), dtype=np.int16), float(change)
 
 
-@pytest.mark.parametrize("family", [family if family != "chroma" else CHROMA_SLOW for family in sorted(BUILDERS)])
+@pytest.mark.parametrize("family", family_params())
 def test_loraforge_sample_renders_every_layout_of_each_family(
     family: str, st_python: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

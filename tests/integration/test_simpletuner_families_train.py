@@ -20,26 +20,17 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from orchestrator.events import Checkpoint, Event, Finished, Phase, Progress
-from orchestrator.tiny import tiny_chroma, tiny_flux2, tiny_lumina2, tiny_qwen_image, tiny_sd3
-from tests.conftest import usable_env
+from orchestrator.tiny import FAMILY_BUILDERS
+from tests.conftest import family_params, usable_env
 
 pytestmark = pytest.mark.integration
 
-BUILDERS: dict[str, Callable[..., Path]] = {
-    "sd3": tiny_sd3,
-    "chroma": tiny_chroma,
-    "lumina2": tiny_lumina2,
-    "qwen_image": tiny_qwen_image,
-    "flux2": tiny_flux2,
-}
-# Chroma's model takes ~2.8 GB of disk (its width is fixed at 3072): with the slow tests, where a CI disk is small
-CHROMA_SLOW = pytest.param("chroma", marks=pytest.mark.slow)
+BUILDERS = FAMILY_BUILDERS
 TEST_ARGS: dict[str, dict[str, object]] = {"chroma": {"tokenizer_max_length": 32}}  # see the module docstring
 PIPELINES = {
     "sd3": "StableDiffusion3Pipeline",
@@ -109,7 +100,7 @@ def render_with_lora(python: Path, model: Path, lora: Path, tmp: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("family", [family if family != "chroma" else CHROMA_SLOW for family in sorted(BUILDERS)])
+@pytest.mark.parametrize("family", family_params())
 def test_train_a_family_and_load_its_lora_in_diffusers(family: str, backend_home: dict, tmp_path: Path) -> None:
     from orchestrator.job import build_job
     from orchestrator.lora.safetensors_io import read_header
