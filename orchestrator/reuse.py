@@ -6,6 +6,11 @@ in (:func:`seed`); after a run that finished, the files it added go back under t
 (:func:`harvest`). The key is a digest of everything the cached values depend on, named by the backend (the model,
 the images' content, resolution, captions, the backend's version): any change is another key, so invalidation is a
 fresh folder, never a stale file. They live in ``$LORAFORGE_HOME/cache/reuse/<key>``; deleting that folder is safe.
+
+A trainer that writes its caches beside the images (sd-scripts' ``<image>_..._sd.npz``) shares its folder with the
+run's copy of the dataset: its Reuse names the cache files by a glob (``files``), and nothing else of the folder is
+ever harvested or seeded. A seeded file is a hard link to the shared one: a trainer must only read a cache file it
+accepts (each backend's key covers what its trainer checks before it accepts one), never rewrite it in place.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class Reuse:
     local: Path  # the run's own cache folder, which the trainer writes
     key: str  # digest of what the cached values depend on (make it with :func:`key`)
     what: str  # for the run's log: "text embeddings", "latents"
+    files: str = "*"  # a glob on the file names that are cache files (the folder may hold others, never taken)
 
     @property
     def shared(self) -> Path:
@@ -58,7 +64,7 @@ def seed(reuse: Reuse) -> int:
     if not reuse.shared.is_dir():
         return 0
     count = 0
-    for source in reuse.shared.rglob("*"):
+    for source in reuse.shared.rglob(reuse.files):
         if not source.is_file() or source.name.startswith(".tmp-"):
             continue
         target = reuse.local / source.relative_to(reuse.shared)
@@ -74,7 +80,7 @@ def harvest(reuse: Reuse) -> int:
     if not reuse.local.is_dir():
         return 0
     count = 0
-    for source in reuse.local.rglob("*"):
+    for source in reuse.local.rglob(reuse.files):
         if not source.is_file():
             continue
         target = reuse.shared / source.relative_to(reuse.local)

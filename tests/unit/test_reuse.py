@@ -59,3 +59,20 @@ def test_simpletuner_keys_follow_what_its_caches_depend_on(tmp_path: Path) -> No
     assert keys(True)["latents"] != gpu["latents"]
     (model / "unet" / "weights.safetensors").write_bytes(b"another model")
     assert keys(True)["text embeddings"] != gpu["text embeddings"]
+
+
+def test_a_glob_takes_the_cache_files_of_a_folder_and_nothing_else(tmp_path: Path) -> None:
+    # sd-scripts writes its caches beside the images: the run's copy of the dataset holds images, captions, a marker
+    first = Reuse(tmp_path / "run1" / "data", key("k", 1), "latents", "*_sd.npz")
+    first.local.mkdir(parents=True)
+    for name in ("a.png", "a.txt", ".loraforge-run-copy", "a_0064x0064_sd.npz", "a_sd3_te.npz"):
+        (first.local / name).write_bytes(name.encode())
+    assert harvest(first) == 1
+    assert [p.name for p in first.shared.iterdir()] == ["a_0064x0064_sd.npz"]  # no image or caption in the cache
+    (first.shared / "stray.png").write_bytes(b"not a cache file")
+    second = Reuse(tmp_path / "run2" / "data", first.key, "latents", "*_sd.npz")
+    second.local.mkdir(parents=True)
+    (second.local / "a.png").write_bytes(b"another image")
+    assert seed(second) == 1
+    assert sorted(p.name for p in second.local.iterdir()) == ["a.png", "a_0064x0064_sd.npz"]
+    assert (second.local / "a.png").read_bytes() == b"another image"  # the run's own files untouched
