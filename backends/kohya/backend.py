@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Artifacts, Endpoint, Launch, Problem, Rendered, Resume, SetupRequest
+from backends.kohya import caches, parts
 from backends.kohya import env as kohya_env
-from backends.kohya import parts
 from backends.kohya.families import REFUSED, SCRIPTS, check_network, family
 from backends.kohya.logs import KohyaLogParser
 from backends.kohya.options import (
@@ -107,6 +107,7 @@ class KohyaBackend:
             notes=notes,
             values=options,
             watched=[SampleFolder(output / "sample", sample)],
+            reuse=caches.reuse(job, options, found.options, run.data, dataset_file, env),
         )
 
     def command(self, job: JobSpec, rendered: Rendered, env: BackendEnv) -> Launch:

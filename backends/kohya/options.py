@@ -218,6 +218,12 @@ def build_options(
     if resume is not None:
         options["resume"] = str(resume.state)
         options["skip_until_initial_step"] = True  # --resume alone would start counting at step 0 again
+    # caches on disk, in the run's copy of the dataset: what a later run on this machine reuses (backends/kohya/
+    # caches.py); in memory alone they are computed again by every run (backend_args.kohya may still say false)
+    if options.get("cache_latents"):
+        options["cache_latents_to_disk"] = True
+    if options.get("cache_text_encoder_outputs"):
+        options["cache_text_encoder_outputs_to_disk"] = True
     for name in sorted(set(extra) & {"shuffle_caption", "keep_tokens"}):
         notes.append(
             f"backend_args.kohya.{name}: the dataset config decides it (training.shuffle_captions and the trigger)"
