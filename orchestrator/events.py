@@ -40,6 +40,25 @@ class Progress:
     kind: ClassVar[str] = "progress"
 
 
+def progress(
+    step: int,
+    total: int | None,
+    epoch: int | None,
+    epochs: int | None,
+    loss: float | None,
+    lr: float | None,
+    it_per_s: float | None,
+    eta_s: float | None,
+) -> Progress:
+    """``Progress(...)``, equal in every way, for a log parser's hot path (one per training step): a frozen
+    dataclass sets each field through ``object.__setattr__``, a third of a bar-heavy log's parsing time."""
+    event = object.__new__(Progress)
+    event.__dict__.update(
+        step=step, total=total, epoch=epoch, epochs=epochs, loss=loss, lr=lr, it_per_s=it_per_s, eta_s=eta_s
+    )
+    return event
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     path: str

@@ -123,6 +123,18 @@ class TracebackWatch:
         if text:
             self.tail.append(text[:400])
 
+    def plain_lines(self, lines: list[str]) -> None:
+        """:meth:`plain` for each of ``lines``, in order: only the last lines can stay in the tail, so only those
+        are read."""
+        kept: list[str] = []
+        for line in reversed(lines):
+            text = line.rstrip()
+            if text:
+                kept.append(text[:400])
+                if len(kept) == self.tail.maxlen:
+                    break
+        self.tail.extend(reversed(kept))
+
     def progress(self) -> None:
         """The trainer drew progress: whatever traceback came before it did not end the run."""
         self.uncaught = False

@@ -11,6 +11,7 @@ always draws. So a step's own loss is on its last draw, and:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -40,3 +41,20 @@ class StepDraws(Generic[T]):
             return []
         self.reported = True
         return [self.latest]
+
+    def draw_all(self, draws: Iterable[tuple[int, T]]) -> list[T]:
+        """:meth:`draw` for each ``(step, reading)`` in order, in one call: the readings now due."""
+        step, latest, reported = self.step, self.latest, self.reported
+        due: list[T] = []
+        for drawn, reading in draws:
+            if drawn == step:
+                latest = reading
+                if not reported:
+                    reported = True
+                    due.append(reading)
+            else:
+                if step is not None and not reported and latest is not None:
+                    due.append(latest)
+                step, latest, reported = drawn, reading, False
+        self.step, self.latest, self.reported = step, latest, reported
+        return due

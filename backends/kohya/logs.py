@@ -26,14 +26,15 @@ from functools import cache
 from typing import Any
 
 from orchestrator.distributed import RankWatch, split_rank, with_rank
-from orchestrator.events import PHASES, Checkpoint, Event, Failure, Log, Phase, Progress, Validation
+from orchestrator.events import PHASES, Checkpoint, Event, Failure, Log, Phase, Progress, Validation, progress
 from orchestrator.failures import WORDS, TracebackWatch, describe
 from orchestrator.stepdraws import StepDraws
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 BAR = re.compile(
     r"steps:\s+\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*\[(?P<elapsed>[\d:]+)<(?P<eta>[\d:?]+),\s*"
-    r"(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)(?:,\s*avr_loss=(?P<loss>[\d.eE+-]+|nan))?"
+    r"(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)(?:,\s*avr_loss=(?P<loss>[\d.eE+-]+|nan))?",
+    re.ASCII,  # tqdm's digits and blanks: the same draws match the bytes (bulk) and the text (line by line)
 )
 # sd-scripts' validation bars ("validation steps" every N steps, "epoch validation steps" at each epoch's end) carry
 # the running mean of the held-out loss; the last draw (n == total) holds the measurement.
@@ -49,17 +50,16 @@ SKIP = re.compile(r"skipping (\d+) steps")
 STEP_FILE = re.compile(r"-step(\d+)\.safetensors$")  # save_every_n_steps: NAME-step00000004.safetensors
 EPOCH_FILE = re.compile(r"-\d{6}\.safetensors$")  # save_every_n_epochs: NAME-000001.safetensors
 
-# The hot path reads a chunk's segments, each with its \r or \n, in one findall: a segment that is nothing but a
-# draw of the training bar (BAR up to its "]") gives its text and BAR's groups, any other segment only its text.
-# Whitespace and the bar's cells stop at the segment's end, so the groups are those BAR.match finds in the segment.
-SEGMENTS = re.compile(
-    r"(?:(?P<draw>"
-    + BAR.pattern.replace(r"\s", r"[^\S\r\n]").replace("[^|]", r"[^|\r\n]")
-    + r"[^\]\r\n]*\])|(?P<other>[^\r\n]*))[\r\n]"
-)
+# A segment that is nothing but a draw of the training bar (BAR up to its "]"): whitespace and the bar's cells stop at
+# the segment's end, so the groups are those BAR.match finds in the segment.
+_DRAW_PATTERN = BAR.pattern.replace(r"\s", r"[^\S\r\n]").replace("[^|]", r"[^|\r\n]") + r"[^\]\r\n]*\]"
+DRAW = re.compile(_DRAW_PATTERN, re.ASCII)
+# The hot path, on the bytes as read: a chunk whose segments are each nothing but a draw, read in one findall (a match
+# starts each segment, and there are as many matches as segments).
+DRAWS = re.compile(rb"(?<![^\r\n])" + _DRAW_PATTERN.encode() + rb"[\r\n]")
 
-# Once training has started, a line that holds none of these words (all that _segment and _line look for, and the
-# TracebackWatch's WORDS) means nothing but a line of the log's tail: most of a real log's lines.
+# A line that holds none of these words (all that _segment and _line look for but the phase words "loading" and
+# "caching", and the TracebackWatch's WORDS) means nothing but a line of the log's tail: most of a real log's lines.
 NOTABLE = re.compile(
     "|".join(
         map(
@@ -71,8 +71,10 @@ NOTABLE = re.compile(
 
 LOADING, CACHING, TRAINING, SAVING = (PHASES.index(name) for name in ("loading", "caching", "training", "saving"))
 
-# One draw of the bar as read: step, total, epoch, epochs, avr_loss, rate, unit, eta (text until it is reported).
-Draw = tuple[int, int, int | None, int | None, str | None, str, str, str]
+# One draw of the bar as read, text until it is reported: its step, DRAW's groups (str, or bytes from the bulk
+# path: n, total, elapsed, eta, rate, unit, avr_loss) and what the log said before it (the summary's total, the
+# resume offset, epoch, epochs).
+Draw = tuple[int, tuple[Any, ...], tuple[int | None, int, int | None, int | None]]
 
 
 @cache  # a log repeats few distinct clocks
@@ -85,6 +87,15 @@ def _seconds(clock: str) -> float | None:
     return float(seconds)
 
 
+def _all_draws(chunk: bytes) -> list[tuple[bytes, ...]] | None:
+    """DRAWS' groups for each segment, when every segment of ``chunk`` is a draw of the training bar."""
+    segments = chunk.count(b"\r") + chunk.count(b"\n")
+    if chunk.count(b"steps:") != segments:  # cheap: most chunks of a real log are not all draws
+        return None
+    draws = DRAWS.findall(chunk)
+    return draws if len(draws) == segments else None
+
+
 def _glued(segment: str, start: int) -> str | None:
     """The text after a bar's closing "]" (from ``start``, inside the bar), when something was printed onto it."""
     end = segment.find("]", start)
@@ -92,20 +103,16 @@ def _glued(segment: str, start: int) -> str | None:
 
 
 def _progress(draw: Draw) -> Progress:
-    step, total, epoch, epochs, loss, rate, unit, eta = draw
+    step, row, (known_total, offset, epoch, epochs) = draw
+    if isinstance(row[0], bytes):
+        row = [field.decode() for field in row]
+    _, total, _, eta, rate, unit, loss = row
     it_per_s = None
     if rate != "?":
         value = float(rate)
         it_per_s = value if unit == "it/s" else (1 / value if value else None)
-    return Progress(
-        step=step,
-        total=total,
-        epoch=epoch,
-        epochs=epochs,
-        loss=float(loss) if loss else None,
-        it_per_s=it_per_s,
-        eta_s=_seconds(eta),
-    )
+    total = known_total or offset + int(total)
+    return progress(step, total, epoch, epochs, float(loss) if loss else None, None, it_per_s, _seconds(eta))
 
 
 class KohyaLogParser:
@@ -132,22 +139,43 @@ class KohyaLogParser:
             self.partial[stream] = buffer
             return []
         self.partial[stream] = buffer[cut + 1 :]
+        chunk = buffer[: cut + 1]
+        if not self._pending() and (draws := _all_draws(chunk)):
+            return self._draws(draws)  # nothing but the training bar's draws (most of a bar-heavy log's bytes)
         # one decode per chunk, not per segment; a cut at \r or \n never splits a UTF-8 character
-        text = buffer[: cut + 1].decode("utf-8", "replace")
+        segments = chunk.decode("utf-8", "replace").replace("\r", "\n").split("\n")
+        segments.pop()  # the chunk ends with a \r or \n
         events: list[Event] = []
-        for draw, n, total, _, eta, rate, unit, loss, other in SEGMENTS.findall(text):
-            # a draw of the bar, most of a log's bytes: straight to _draw when no pending line must see it first
-            if draw and not self._pending():
-                events += self._draw(n, total, loss, rate, unit, eta)
-            elif draw or other.startswith("steps:"):  # a bar with text glued to it, or a draw a pending line sees
-                events += self._draw_or_segment(draw or other)
-            elif not other:
+        plain: list[str] = []  # lines that only join the log's tail, added at once before the next notable line
+        for segment in segments:
+            if not segment:
                 continue
-            elif self.phase >= TRAINING and not self._pending() and not NOTABLE.search(other):
-                self.watch.plain(other)
-            else:
-                events += self._segment(other)
+            if not self._pending() and not NOTABLE.search(segment) and not self._moves_phase(segment):
+                plain.append(segment)
+                continue
+            if plain:
+                self.watch.plain_lines(plain)
+                plain = []
+            events += self._one(segment)
+        if plain:
+            self.watch.plain_lines(plain)
         return events
+
+    def _moves_phase(self, line: str) -> bool:
+        """Whether a line that holds no notable word can still move the phase: sd-scripts' "loading ..." and
+        "caching latents" before training starts."""
+        if self.phase >= CACHING:
+            return False
+        lower = line.lower()
+        return "caching" in lower or (self.phase < LOADING and "loading" in lower)
+
+    def _one(self, segment: str) -> list[Event]:
+        if not segment.startswith("steps:"):
+            return self._segment(segment)
+        draw = DRAW.fullmatch(segment)  # nothing but a draw of the bar: straight to _draw, unless a line waits
+        if draw is not None and not self._pending():
+            return self._bar(draw)
+        return self._draw_or_segment(segment)  # a bar with text glued to it, or a draw a pending line sees
 
     def payload(self, message: dict[str, Any]) -> list[Event]:
         return []  # sd-scripts posts no webhooks
@@ -178,7 +206,7 @@ class KohyaLogParser:
 
     def _draw_or_segment(self, segment: str) -> list[Event]:
         # the bar: straight to _bar when nothing is pending that must see the line first
-        if segment.startswith("steps:") and self.val_pending is None and not self.ranks.root_pending:
+        if segment.startswith("steps:") and not self._pending():
             match = BAR.match(segment)
             if match is not None:
                 events = self._bar(match)
@@ -253,23 +281,25 @@ class KohyaLogParser:
         return self._advance(SAVING)  # the final LoRA
 
     def _bar(self, match: re.Match[str]) -> list[Event]:
-        return self._draw(*match.group("n", "total", "loss", "rate", "unit", "eta"))
+        return self._draws([match.groups()])
 
-    def _draw(self, n_text: str, total_text: str, loss: str | None, rate: str, unit: str, eta: str) -> list[Event]:
-        # the hot path on bar-heavy logs: a draw stays text until it is reported
-        n = int(n_text)
-        if n == 0:
+    def _draws(self, rows: list[tuple[Any, ...]]) -> list[Event]:
+        """Consecutive draws of the training bar (DRAW's groups): the events they make, in one pass."""
+        context = (self.total, self.offset, self.epoch, self.epochs)
+        offset = self.offset
+        draws = [
+            (step, (step, row, context))
+            for row in rows
+            if (step := offset + int(row[0])) != offset  # the bar's opening draw (0/N) is no step
+        ]
+        if not draws:
             return []
-        step = self.offset + n
-        self.last_step = step
+        self.last_step = draws[-1][0]
         self.watch.progress()
-        total = self.total or self.offset + int(total_text)
-        due = self.draws.draw(step, (step, total, self.epoch, self.epochs, loss or None, rate, unit, eta))
         # stdout's "saving checkpoint" line for the final LoRA can overtake the last step's second draw on stderr:
         # that late draw still carries the final loss, but training is not starting again
         events: list[Event] = self._advance(TRAINING) if self.phase < TRAINING else []
-        if due:
-            events += [_progress(draw) for draw in due]
+        events += [_progress(draw) for draw in self.draws.draw_all(draws)]
         return events
 
     # --- validation -------------------------------------------------------------------------------------------------

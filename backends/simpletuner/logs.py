@@ -31,7 +31,7 @@ from typing import Any
 
 from backends.simpletuner.webhooks import MAX_STEP, BadPayload, translate
 from orchestrator.distributed import RankWatch, split_rank, with_rank
-from orchestrator.events import PHASES, Checkpoint, Event, Failure, Log, Phase, Progress
+from orchestrator.events import PHASES, Checkpoint, Event, Failure, Log, Phase, Progress, progress
 from orchestrator.failures import TracebackWatch, describe
 from orchestrator.stepdraws import StepDraws
 
@@ -294,15 +294,15 @@ def _reading(bar: re.Match[str]) -> Progress | None:
     speed = float(rate) if rate != "?" else 0.0
     it_per_s = (speed if bar.group("unit") == "it/s" else 1.0 / speed) if speed else None
     remaining = bar.group("remaining")
-    return Progress(
-        step=int(bar.group("step")),
-        total=int(bar.group("total")),
-        epoch=int(bar.group("epoch")) if bar.group("epoch") else None,
-        epochs=int(bar.group("epochs")) if bar.group("epochs") else None,
-        loss=loss,
-        lr=_float(lr.group(1)) if lr else None,
-        it_per_s=it_per_s,
-        eta_s=_clock(remaining) if "?" not in remaining else None,
+    return progress(
+        int(bar.group("step")),
+        int(bar.group("total")),
+        int(bar.group("epoch")) if bar.group("epoch") else None,
+        int(bar.group("epochs")) if bar.group("epochs") else None,
+        loss,
+        _float(lr.group(1)) if lr else None,
+        it_per_s,
+        _clock(remaining) if "?" not in remaining else None,
     )
 
 

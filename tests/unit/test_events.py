@@ -15,6 +15,7 @@ from orchestrator.events import (
     Validation,
     event_from_dict,
     event_to_json,
+    progress,
     read_events,
 )
 
@@ -49,3 +50,10 @@ def test_event_log_survives_a_torn_last_line(tmp_path: Path) -> None:
     with path.open("a") as f:
         f.write('{"event": "progress", "ste')  # a killed writer
     assert read_events(path) == ALL
+
+
+def test_the_parsers_fast_progress_is_the_same_event() -> None:
+    fast = progress(3, 10, 1, 2, 0.5, None, 1.25, 4.0)
+    slow = Progress(step=3, total=10, epoch=1, epochs=2, loss=0.5, lr=None, it_per_s=1.25, eta_s=4.0)
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert event_to_json(fast) == event_to_json(slow)

@@ -281,3 +281,29 @@ def test_text_glued_onto_a_bar_is_a_line_of_its_own() -> None:
     (failure,) = [e for e in events if isinstance(e, Failure)]
     assert failure.message == "sd-scripts failed: RuntimeError: boom"
     assert [(e.step, e.loss) for e in events if isinstance(e, Progress)] == [(1, 2.93)]
+
+
+def test_a_chunk_of_nothing_but_draws_reads_as_the_same_draws_one_by_one() -> None:
+    """A chunk whose segments are all draws takes the bulk path (one findall on the bytes); each draw keeps what the
+    log said before it (resume offset, epoch), and a step drawn once at a chunk's end is reported at the next."""
+    head = b"skipping 2 steps\nepoch 2/3\n"
+    draws = b"".join(
+        f"steps:  {n * 25}%|##        | {n}/4 [00:0{n}<00:03,  1.50s/it, avr_loss={loss}]\r".encode()
+        for n, loss in [(0, ""), (1, 0.9), (1, 0.8), (2, 0.7), (3, 0.6), (3, 0.5), (4, 0.4)]
+    ).replace(b", avr_loss=]", b"]")
+
+    def events(chunks: list[bytes]) -> list[Event]:
+        parser = KohyaLogParser()
+        found = parser.feed(head, "stdout")
+        for chunk in chunks:
+            found += parser.feed(chunk, "stderr")
+        return found + parser.finish(0)
+
+    whole = events([draws])
+    assert whole == events([bytes([b]) for b in draws])
+    assert [(e.step, e.epoch, e.epochs, e.loss, e.total) for e in whole if isinstance(e, Progress)] == [
+        (3, 2, 3, 0.8, 6),
+        (4, 2, 3, 0.7, 6),
+        (5, 2, 3, 0.5, 6),
+        (6, 2, 3, 0.4, 6),
+    ]
