@@ -8,6 +8,10 @@ it (``is_disk_cached_latents_expected``: ``latents``, ``latents_flipped`` with f
 encoders their outputs and, for Flux, apply_t5_attn_mask), never which model, image, bucket or caption made it: an
 SD 1.5 / SDXL file made at another resolution is loaded as it is. So each key below covers everything the values
 depend on, and a change is another key (a fresh folder), never a stale file reaching sd-scripts.
+
+sd-scripts seeds its random generator once, before caching, and its VAE samples each latent from that generator: a
+run that loads the latents instead draws the LoRA's initial weights and the noise from another point of the stream.
+It trains as well, but not bit for bit as the run that computed them; runs that reuse the same files agree.
 """
 
 from __future__ import annotations
