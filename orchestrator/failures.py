@@ -123,9 +123,9 @@ class TracebackWatch:
         if text:
             self.tail.append(text[:400])
 
-    def plain_lines(self, lines: list[str]) -> None:
-        """:meth:`plain` for each of ``lines``, in order: only the last lines can stay in the tail, so only those
-        are read."""
+    def plain_lines(self, lines: list[str]) -> list[str]:
+        """:meth:`plain` for each of ``lines``, in order; what joined the tail. Only the last lines can stay in
+        the tail, so only those are read."""
         kept: list[str] = []
         for line in reversed(lines):
             text = line.rstrip()
@@ -133,7 +133,9 @@ class TracebackWatch:
                 kept.append(text[:400])
                 if len(kept) == self.tail.maxlen:
                     break
-        self.tail.extend(reversed(kept))
+        kept.reverse()
+        self.tail.extend(kept)
+        return kept
 
     def progress(self) -> None:
         """The trainer drew progress: whatever traceback came before it did not end the run."""

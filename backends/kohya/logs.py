@@ -28,6 +28,7 @@ from typing import Any
 from orchestrator.distributed import RankWatch, split_rank, with_rank
 from orchestrator.events import PHASES, Checkpoint, Event, Failure, Log, Phase, Progress, Validation, progress
 from orchestrator.failures import WORDS, TracebackWatch, describe
+from orchestrator.loglines import Lines
 from orchestrator.stepdraws import StepDraws
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -142,32 +143,33 @@ class KohyaLogParser:
         chunk = buffer[: cut + 1]
         if not self._pending() and (draws := _all_draws(chunk)):
             return self._draws(draws)  # nothing but the training bar's draws (most of a bar-heavy log's bytes)
-        # one decode per chunk, not per segment; a cut at \r or \n never splits a UTF-8 character
-        segments = chunk.decode("utf-8", "replace").replace("\r", "\n").split("\n")
-        segments.pop()  # the chunk ends with a \r or \n
+        # one decode per chunk, not per line; a cut at \r or \n never splits a UTF-8 character
+        lines = Lines(chunk.decode("utf-8", "replace"))
         events: list[Event] = []
-        plain: list[str] = []  # lines that only join the log's tail, added at once before the next notable line
-        for segment in segments:
-            if not segment:
-                continue
-            if not self._pending() and not NOTABLE.search(segment) and not self._moves_phase(segment):
-                plain.append(segment)
-                continue
-            if plain:
-                self.watch.plain_lines(plain)
-                plain = []
-            events += self._one(segment)
-        if plain:
-            self.watch.plain_lines(plain)
+        index, count = 0, len(lines)
+        while index < count:
+            if self._pending():  # a pending line must see each line after it, whatever it holds
+                notable = index
+            else:  # the lines before the next notable one (most of a real log) only join the log's tail
+                notable = lines.next_match(index, NOTABLE)
+                if notable > index:
+                    self._plain(lines.lines[index:notable], events)
+            if notable < count and lines.lines[notable]:
+                events += self._one(lines.lines[notable])
+            index = notable + 1
         return events
 
-    def _moves_phase(self, line: str) -> bool:
-        """Whether a line that holds no notable word can still move the phase: sd-scripts' "loading ..." and
-        "caching latents" before training starts."""
-        if self.phase >= CACHING:
-            return False
-        lower = line.lower()
-        return "caching" in lower or (self.phase < LOADING and "loading" in lower)
+    def _plain(self, lines: list[str], events: list[Event]) -> None:
+        """Lines that hold no notable word: to the tail at once, unless one can still move the phase before
+        training starts (sd-scripts' "loading ...", "caching latents"): then one at a time."""
+        if self.phase < CACHING:
+            lower = "\n".join(lines).lower()
+            if "caching" in lower or (self.phase < LOADING and "loading" in lower):
+                for line in lines:
+                    if line:
+                        events += self._one(line)
+                return
+        self.watch.plain_lines(lines)
 
     def _one(self, segment: str) -> list[Event]:
         if not segment.startswith("steps:"):

@@ -32,7 +32,8 @@ from typing import Any
 from backends.simpletuner.webhooks import MAX_STEP, BadPayload, translate
 from orchestrator.distributed import RankWatch, split_rank, with_rank
 from orchestrator.events import PHASES, Checkpoint, Event, Failure, Log, Phase, Progress, progress
-from orchestrator.failures import TracebackWatch, describe
+from orchestrator.failures import WORDS, TracebackWatch, describe
+from orchestrator.loglines import Lines
 from orchestrator.stepdraws import StepDraws
 
 LABEL = "SimpleTuner"
@@ -42,12 +43,22 @@ _LINES = re.compile(r"[\r\n]")
 MAX_LINE = 1 << 20  # characters of one line that are read; the rest of a longer line is skipped
 _BAR = re.compile(
     r"(?:Epoch (?P<epoch>\d+)/(?P<epochs>\d+),? )?Steps:\s*\d+%\|[^|]*\|\s*(?P<step>\d+)/(?P<total>\d+) "
-    r"\[(?P<elapsed>[\d:]+)<(?P<remaining>[\d:?]+),\s*(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)(?P<postfix>[^\]]*)\]"
+    r"\[(?P<elapsed>[\d:]+)<(?P<remaining>[\d:?]+),\s*(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)(?P<postfix>[^\]]*)\]",
+    re.ASCII,  # tqdm's digits and blanks: a draw reads the same in a chunk of draws (_DRAWS) and line by line
 )
 # A segment that is nothing but a draw of the bar (ANSI codes, _BAR, blanks), the most of a log's bytes: with no ESC
 # inside the bar, its groups are those _line's _BAR.search would find once the codes are stripped.
 _DRAW = re.compile(
-    rf"(?:{_ANSI.pattern})*" + _BAR.pattern.replace("[^|]", r"[^|\x1b]").replace(r"[^\]]", r"[^\]\x1b]") + r"\s*"
+    rf"(?:{_ANSI.pattern})*" + _BAR.pattern.replace("[^|]", r"[^|\x1b]").replace(r"[^\]]", r"[^\]\x1b]") + r"\s*",
+    re.ASCII,
+)
+# A chunk whose lines are each nothing but a draw once the ANSI codes are stripped (most of a bar-heavy log's bytes)
+# is read in one findall: a match starts each line, and there are as many matches as lines.
+_DRAWS = re.compile(
+    r"(?<![^\r\n])"
+    + _BAR.pattern.replace("[^|]", r"[^|\r\n]").replace(r"[^\]]", r"[^\]\r\n]").replace(r"\s", r"[^\S\r\n]")
+    + r"[^\S\r\n]*[\r\n]",
+    re.ASCII,
 )
 _LOSS = re.compile(r"step_loss=([^,\s\]]+)")
 _LR = re.compile(r"\blr=([^,\s\]]+)")
@@ -59,6 +70,13 @@ _FINAL_SAVE = re.compile(r"\[INFO\] (?:\[RANK \d+\] )?- Repeats: \d+$")  # the m
 _CACHING = ("Generating aspect bucket cache", "Processing prompts", "Loading captions", "Caching")
 _MODEL_NOT_FOUND = re.compile(r"it looks like (\S+) is not the path to a directory")
 _TRAINING = PHASES.index("training")
+# A line (ANSI codes stripped) that holds none of these words (all that _line and _plain look for, and the
+# TracebackWatch's WORDS) only joins the log's tail: most of a real log's lines. The words that only say "loading" or
+# "caching" count until the caching phase is reached; after it, _ordered would drop the phase they say.
+_WATCHED = ("Steps:", "{", "[rank", "Root Cause", "saved in ", "- Repeats: ", "[ERROR]", *WORDS)
+_NOTABLE_EARLY = re.compile("|".join(map(re.escape, (*_WATCHED, *_CACHING, "[INFO] Loading ", "Loading weights"))))
+_NOTABLE = re.compile("|".join(map(re.escape, _WATCHED)))
+_CACHING_PHASE = PHASES.index("caching")
 
 
 class SimpleTunerLogParser:
@@ -71,7 +89,7 @@ class SimpleTunerLogParser:
         self.watch = TracebackWatch()
         self.ranks = RankWatch()  # several processes: which rank failed first
         self.tail: deque[str] = deque(maxlen=40)  # the log's last lines as the user should see them (rank prefixes)
-        self._draws: StepDraws[re.Match[str]] = StepDraws()  # the bar's draws, one reading per step
+        self._draws: StepDraws[tuple[Any, ...]] = StepDraws()  # the bar's draws, one reading per step
         self._drawn: int | None = None  # the step the bar last showed
         self._decoders: dict[str, Any] = {}
         self._buffers: dict[str, str] = {}
@@ -94,24 +112,42 @@ class SimpleTunerLogParser:
                 return []
             self._skipping.discard(stream)
             text = text[end.start() :]
-        segments = _LINES.split(self._buffers.get(stream, "") + text)
-        rest = segments.pop()
+        joined = self._buffers.get(stream, "") + text
+        cut = max(joined.rfind("\n"), joined.rfind("\r"))
+        rest = joined[cut + 1 :]
         if len(rest) > MAX_LINE:  # never hold more than one capped line, whatever the trainer prints
             rest = rest[:MAX_LINE]
             self._skipping.add(stream)
         self._buffers[stream] = rest
-        events: list[Event] = []
-        for segment in segments:
-            # a draw straight to _bar (unless a save is named in its postfix: _line reads that)
-            if (
-                "Steps:" in segment
-                and (draw := _DRAW.fullmatch(segment, 0, MAX_LINE))
-                and "saved in " not in draw["postfix"]
-            ):
-                events += self._bar(draw)
-            elif segment:
-                events += self._line(segment[:MAX_LINE])
+        complete = joined[: cut + 1]
+        if len(complete) > MAX_LINE:  # a line may be longer than MAX_LINE: each is read as cut there
+            events: list[Event] = []
+            for segment in _LINES.split(complete)[:-1]:
+                events += self._segment(segment[:MAX_LINE])
+            return events
+        # ANSI codes never cross a line's end: stripped here at once, not line by line
+        lines = Lines(_ANSI.sub("", complete) if "\x1b" in complete else complete)
+        if (draws := _all_draws(lines)) is not None:
+            return self._bars(draws)
+        events = []
+        index, count = 0, len(lines)
+        while index < count:
+            if self.ranks.root_pending:  # the launcher's Root Cause block: each line names its rank
+                notable = index
+            else:  # the lines before the next notable one only join the log's tail
+                notable = lines.next_match(index, _NOTABLE if self._phase >= _CACHING_PHASE else _NOTABLE_EARLY)
+                if notable > index:
+                    self.tail.extend(self.watch.plain_lines(lines.lines[index:notable]))
+            if notable < count and lines.lines[notable]:
+                events += self._segment(lines.lines[notable])
+            index = notable + 1
         return events
+
+    def _segment(self, segment: str) -> list[Event]:
+        # a draw straight to _bar (unless a save is named in its postfix: _line reads that)
+        if "Steps:" in segment and (draw := _DRAW.fullmatch(segment)) and "saved in " not in draw["postfix"]:
+            return self._bar(draw)
+        return self._line(segment) if segment else []
 
     def payload(self, message: dict[str, Any]) -> list[Event]:
         try:
@@ -181,20 +217,34 @@ class SimpleTunerLogParser:
         return []
 
     def _bar(self, bar: re.Match[str]) -> list[Event]:
-        step = int(bar.group("step"))
-        if step != self._drawn:
-            if self._drawn is None or step > self._drawn:
-                self.watch.progress()  # a new step was drawn: whatever traceback came before did not end the run
-            self._drawn = step
-        # A draw without a loss is the bar opening (a resumed one at the saved step) or update(1) before the first
-        # set_postfix: no step's reading. Draws are read lazily: only the one StepDraws reports becomes an event.
-        if self.live or step == 0 or "step_loss=" not in bar.group("postfix"):
+        return self._bars([bar.groups()])
+
+    def _bars(self, draws: list[tuple[Any, ...]]) -> list[Event]:
+        """Consecutive draws of the bar (_BAR's groups: epoch, epochs, step, total, elapsed, remaining, rate, unit,
+        postfix): the events they make, in one pass."""
+        drawn, moved = self._drawn, False
+        readings = []
+        for draw in draws:
+            step = int(draw[2])
+            if step != drawn:
+                moved = moved or drawn is None or step > drawn
+                drawn = step
+            # A draw without a loss is the bar opening (a resumed one at the saved step) or update(1) before the
+            # first set_postfix: no step's reading.
+            if step and "step_loss=" in draw[8]:
+                readings.append((step, draw))
+        self._drawn = drawn
+        if moved:
+            self.watch.progress()  # a new step was drawn: whatever traceback came before did not end the run
+        if self.live or not readings:
             return []
-        draws = self._draws.draw(step, bar)
-        if self._phase >= _TRAINING:  # _ordered drops a step already reported: no need to read it (most draws)
-            draws = [draw for draw in draws if int(draw["step"]) > self._step]
-        due = [p for p in map(_reading, draws) if p is not None]
-        return self._ordered([Phase("training"), *due]) if due else []
+        # Draws are read lazily: only those StepDraws reports become events, and _ordered drops a step already
+        # reported (most draws of a replayed log): no need to read it
+        due = self._draws.draw_all(readings)
+        if self._phase >= _TRAINING:
+            due = [draw for draw in due if int(draw[2]) > self._step]
+        progress = [p for p in map(_reading, due) if p is not None]
+        return self._ordered([Phase("training"), *progress]) if progress else []
 
     def _structured(self, line: str) -> list[Event] | None:
         """A webhook capture line, a raw payload or a training_metrics.jsonl line; None when the line is none."""
@@ -282,28 +332,34 @@ class SimpleTunerLogParser:
         return with_rank(failure, self.ranks.failure(), LABEL)
 
 
-def _reading(bar: re.Match[str]) -> Progress | None:
-    """A bar draw as a Progress; None when its loss is not a number (nan, inf)."""
-    postfix = bar.group("postfix")
+def _reading(draw: tuple[Any, ...]) -> Progress | None:
+    """A bar draw (_BAR's groups) as a Progress; None when its loss is not a number (nan, inf)."""
+    epoch, epochs, step, total, _, remaining, rate, unit, postfix = draw
     loss_match = _LOSS.search(postfix)
     loss = _float(loss_match.group(1)) if loss_match else None
     if loss is None:
         return None
     lr = _LR.search(postfix)
-    rate = bar.group("rate")
     speed = float(rate) if rate != "?" else 0.0
-    it_per_s = (speed if bar.group("unit") == "it/s" else 1.0 / speed) if speed else None
-    remaining = bar.group("remaining")
+    it_per_s = (speed if unit == "it/s" else 1.0 / speed) if speed else None
     return progress(
-        int(bar.group("step")),
-        int(bar.group("total")),
-        int(bar.group("epoch")) if bar.group("epoch") else None,
-        int(bar.group("epochs")) if bar.group("epochs") else None,
+        int(step),
+        int(total),
+        int(epoch) if epoch else None,
+        int(epochs) if epochs else None,
         loss,
         _float(lr.group(1)) if lr else None,
         it_per_s,
         _clock(remaining) if "?" not in remaining else None,
     )
+
+
+def _all_draws(lines: Lines) -> list[tuple[str, ...]] | None:
+    """_DRAWS' groups for each line, when every line is nothing but a draw of the bar (and none names a save)."""
+    if lines.text.count("Steps:") != len(lines) or "saved in " in lines.text:  # cheap: most chunks are not
+        return None
+    draws = _DRAWS.findall(lines.text)
+    return draws if len(draws) == len(lines) else None
 
 
 def _float(text: str | float) -> float | None:
