@@ -16,7 +16,6 @@ It trains as well, but not bit for bit as the run that computed them; runs that 
 
 from __future__ import annotations
 
-import hashlib
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -92,7 +91,7 @@ def reuse(
     found: list[Reuse] = []
     if to_disk:
         # the VAE samples each latent from its distribution: the seed decides which sample (the same job, the same)
-        content = [(p.name, _digest(p)) for p in images]
+        content = [files_signature(p)[0] for p in images]  # name, size, time: never reading the photos
         made_of = ("kohya latents", *common, settings, job.training.seed, content)
         found.append(Reuse(data, key(*made_of), "latents", f"*{latents}"))
     if te_to_disk:
@@ -117,12 +116,6 @@ def _dataset_settings(path: Path) -> dict[str, Any]:
 
 def _without(settings: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
     return {**settings, "datasets": [{k: v for k, v in g.items() if k not in names} for g in settings["datasets"]]}
-
-
-def _digest(path: Path) -> str:
-    """The image's content (a run's copy may be a fresh copy, its time new; its bytes are what the VAE saw)."""
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _caption(image: Path) -> str | None:

@@ -204,6 +204,6 @@ def write_run_copy(images: list[DatasetImage] | tuple[DatasetImage, ...], target
         try:
             os.link(image.path, dest)
         except OSError:
-            shutil.copyfile(image.path, dest)
+            shutil.copy2(image.path, dest)  # its modification time too: reuse keys tell an image by size and time
         dest.with_suffix(".txt").write_text(image.caption or "", encoding="utf-8")
     return target
