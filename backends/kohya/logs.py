@@ -79,7 +79,9 @@ Draw = tuple[int, tuple[Any, ...], tuple[int | None, int, int | None, int | None
 
 
 @cache  # a log repeats few distinct clocks
-def _seconds(clock: str) -> float | None:
+def _seconds(clock: str | bytes) -> float | None:
+    if isinstance(clock, bytes):
+        clock = clock.decode()
     if "?" in clock:
         return None
     seconds = 0
@@ -104,14 +106,12 @@ def _glued(segment: str, start: int) -> str | None:
 
 
 def _progress(draw: Draw) -> Progress:
-    step, row, (known_total, offset, epoch, epochs) = draw
-    if isinstance(row[0], bytes):
-        row = [field.decode() for field in row]
-    _, total, _, eta, rate, unit, loss = row
+    # int() and float() read bytes as they read text: a draw from the bulk path is not decoded
+    step, (_, total, _, eta, rate, unit, loss), (known_total, offset, epoch, epochs) = draw
     it_per_s = None
-    if rate != "?":
+    if rate != "?" and rate != b"?":
         value = float(rate)
-        it_per_s = value if unit == "it/s" else (1 / value if value else None)
+        it_per_s = value if unit == "it/s" or unit == b"it/s" else (1 / value if value else None)
     total = known_total or offset + int(total)
     return progress(step, total, epoch, epochs, float(loss) if loss else None, None, it_per_s, _seconds(eta))
 
