@@ -314,7 +314,12 @@ def find_python(
 
 
 def package_versions(python: Path, names: list[str]) -> dict[str, str | None]:
-    """Installed versions read from package metadata (nothing is imported, so this is quick)."""
+    """Installed versions read from package metadata (nothing is imported, so this is quick): from a virtual env's
+    site-packages folder in this process when every package is there (each run's check, ~0.1 s sooner than starting
+    the env's interpreter), else as that interpreter sees them (another layout, a package it finds elsewhere)."""
+    found = _venv_versions(python, names)
+    if found is not None and all(found.values()):
+        return found
     code = (
         "import importlib.metadata as m, json, sys\n"
         "def v(n):\n"
@@ -327,6 +332,24 @@ def package_versions(python: Path, names: list[str]) -> dict[str, str | None]:
         return json.loads(out.stdout) if out.returncode == 0 else {}
     except (OSError, subprocess.TimeoutExpired, ValueError):
         return {}
+
+
+def _venv_versions(python: Path, names: list[str]) -> dict[str, str | None] | None:
+    """The versions in the site-packages of the virtual env ``python`` belongs to; None when it is not a venv with
+    one such folder. A package found there is the one the interpreter imports: it comes first on its path."""
+    import importlib.metadata
+
+    root = python.parent.parent
+    if not (root / "pyvenv.cfg").is_file():
+        return None
+    sites = [*root.glob("lib/python*/site-packages"), *root.glob("Lib/site-packages")]
+    if len(sites) != 1:
+        return None
+    found: dict[str, str | None] = {}
+    for name in names:
+        dist = next(iter(importlib.metadata.distributions(name=name, path=[str(sites[0])])), None)
+        found[name] = dist.version if dist is not None else None
+    return found
 
 
 # --- setting a backend up (the `setup` command and the demo share this) ---------------------------------------

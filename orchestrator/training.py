@@ -11,6 +11,7 @@ The data flows one way::
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import threading
@@ -262,6 +263,9 @@ def _run(
 
         child_env = child_environment(launch.env, extra_env, loopback=endpoint is not None)
         started = warm.release(launch, child_env) if warm is not None else None
+        # numpy, which finishing the LoRA needs (~0.1 s to import), loads while the trainer runs, not after it has
+        # exited; only a library that imports none of ours, so no import here can wait on this thread's
+        threading.Thread(target=importlib.import_module, args=("numpy",), daemon=True).start()
         result = run_process(
             launch.argv,
             env=child_env,
