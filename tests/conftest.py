@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# A suite started in the background by a non-interactive shell (`cmd &`) inherits SIGINT ignored, and so would every
+# process it starts, since exec keeps an ignored signal ignored: the Ctrl-C tests need a loraforge and a trainer that
+# hear it, as in a terminal. A handler here is reset to the default in each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 # The shared fixtures live beside the checkout (../shared); LORAFORGE_SHARED overrides.
