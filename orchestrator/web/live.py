@@ -67,10 +67,15 @@ class Feed:
         self.watch = OverfitWatch()
         self.viewers = 0
         self.used = time.monotonic()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards lines
+        self._reading = threading.Lock()  # one poll at a time: the poller thread and each new viewer's request poll
 
     def poll(self) -> bool:
         """Read what the trainer appended; True when there is something new."""
+        with self._reading:  # the tail's offset and the overfit watch move in one thread at a time, in file order
+            return self._poll()
+
+    def _poll(self) -> bool:
         added: list[str] = []
         for line in self.tail.read():
             try:

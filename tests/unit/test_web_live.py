@@ -109,3 +109,36 @@ def test_one_stream_follows_several_runs(tmp_path: Path) -> None:
         messages, ids = read_sse(app, path, until=lambda m: len(m) == 3)
     assert sorted((m["run"], m["n"]) for m in messages) == [(a.path.name, 0), (a.path.name, 1), (b.path.name, 0)]
     assert ids[-1].count(",") == 1
+
+
+def test_a_feed_polled_from_many_threads_at_once_keeps_each_event_once_in_order(tmp_path: Path) -> None:
+    """The poller thread and every new viewer's request poll the same Feed: seen in CI as a negative read length and
+    a viewer that got nothing, when two polls moved the tail's offset at once."""
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"")
+    feed = Feed(events)
+    errors: list[Exception] = []
+    writing = threading.Event()
+
+    def poll() -> None:
+        try:
+            while writing.is_set():
+                feed.poll()
+        except Exception as exc:  # any error in a poller fails the test
+            errors.append(exc)
+
+    writing.set()
+    pollers = [threading.Thread(target=poll) for _ in range(6)]
+    for poller in pollers:
+        poller.start()
+    log = EventLog(events)
+    for step in range(1, 1501):
+        log.write(Progress(step, 1500, loss=1 / step))
+    log.close()
+    time.sleep(0.2)
+    writing.clear()
+    for poller in pollers:
+        poller.join(timeout=30)
+    feed.poll()
+    assert not errors
+    assert [json.loads(line)["step"] for line in feed.since(0)] == list(range(1, 1501))
