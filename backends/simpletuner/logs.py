@@ -243,8 +243,8 @@ class SimpleTunerLogParser:
         due = self._draws.draw_all(readings)
         if self._phase >= _TRAINING:
             due = [draw for draw in due if int(draw[2]) > self._step]
-        progress = [p for p in map(_reading, due) if p is not None]
-        return self._ordered([Phase("training"), *progress]) if progress else []
+        reported = [p for p in map(_reading, due) if p is not None]
+        return self._ordered([Phase("training"), *reported]) if reported else []
 
     def _structured(self, line: str) -> list[Event] | None:
         """A webhook capture line, a raw payload or a training_metrics.jsonl line; None when the line is none."""
