@@ -171,16 +171,21 @@ class Backend(Protocol):
 
 # name -> "module:attribute"; modules are imported only when the backend is used, so --help stays fast.
 _REGISTRY: dict[str, str] = {}
+# name -> "module:function" giving the backend's Warm from a light module (the class's warm() returns the same):
+# read at a command's start, so the trainer's interpreter imports while loraforge still loads the backend itself
+_WARM: dict[str, str] = {}
 
 
-def register(name: str, target: str) -> None:
+def register(name: str, target: str, *, warm: str | None = None) -> None:
     if name in _REGISTRY:
         raise ValueError(f"backend {name!r} is already registered ({_REGISTRY[name]})")
     _REGISTRY[name] = target
+    if warm is not None:
+        _WARM[name] = warm
 
 
-register("kohya", "backends.kohya:KohyaBackend")
-register("simpletuner", "backends.simpletuner:SimpleTunerBackend")
+register("kohya", "backends.kohya:KohyaBackend", warm="backends.kohya.warm:warm")
+register("simpletuner", "backends.simpletuner:SimpleTunerBackend", warm="backends.simpletuner.warm:warm")
 
 
 def names() -> list[str]:
@@ -194,3 +199,12 @@ def get(name: str) -> Backend:
         raise LoraforgeError(f"unknown backend {name!r}", f"choose one of: {', '.join(names())}")
     module_name, _, attr = _REGISTRY[name].partition(":")
     return getattr(importlib.import_module(module_name), attr)()
+
+
+def warm_spec(name: str, env: BackendEnv) -> Warm | None:
+    """``get(name).warm(env)``, without importing the backend: None for an unknown backend or nothing to warm."""
+    if name not in _WARM:
+        return None
+    module_name, _, attr = _WARM[name].partition(":")
+    spec: Warm | None = getattr(importlib.import_module(module_name), attr)(env)
+    return spec

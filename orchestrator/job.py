@@ -16,8 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import ConfigError, LoraforgeError
+from orchestrator.family import Family
 
-Family = Literal["sd15", "sdxl", "flux", "sd3", "chroma", "lumina2", "qwen_image", "flux2"]
 Subject = Literal["face", "object", "style"]
 Precision = Literal["fp32", "fp16", "bf16"]
 Optimizer = Literal["adamw", "adamw8bit", "adafactor", "prodigy", "lion", "sgd", "dadaptadam"]

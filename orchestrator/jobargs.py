@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
-from orchestrator.job import Family, JobSpec, build_job, load_yaml_layer, merge_layers, parse_assignment
+from orchestrator.family import Family
+
+if TYPE_CHECKING:  # the job model (pydantic) loads when a job is built, not for the flags: a command starts fast
+    from orchestrator.job import JobSpec
 
 
 def add_job_arguments(parser: argparse.ArgumentParser, *, job_required: bool = False) -> None:
@@ -77,6 +80,8 @@ def flag_layer(args: argparse.Namespace) -> dict[str, Any]:
     put("saving.format", args.format)
     if args.steps is not None:
         layer.setdefault("training", {})["steps"] = args.steps
+    from orchestrator.job import merge_layers, parse_assignment
+
     merged = layer
     for text in args.assignments:
         merged = merge_layers(merged, parse_assignment(text))
@@ -85,6 +90,8 @@ def flag_layer(args: argparse.Namespace) -> dict[str, Any]:
 
 def job_layers(args: argparse.Namespace) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
     """The named layers, lowest first: preset, job file, flags. Also returns the job file's path."""
+    from orchestrator.job import load_yaml_layer
+
     layers: list[tuple[str, dict[str, Any]]] = []
     job_file = getattr(args, "job", None)
     file_layer = load_yaml_layer(Path(job_file)) if job_file else {}
@@ -100,6 +107,8 @@ def job_layers(args: argparse.Namespace) -> tuple[list[tuple[str, dict[str, Any]
 
 
 def resolve_job(args: argparse.Namespace) -> JobSpec:
+    from orchestrator.job import build_job, merge_layers
+
     layers, job_file = job_layers(args)
     data = merge_layers(*(layer for _, layer in layers))
     return build_job(data, job_file or "command-line flags")

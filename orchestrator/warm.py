@@ -19,7 +19,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from backends.base import Backend, Launch
+from backends.base import Launch, Warm
 from orchestrator.envs import BackendEnv, cache_dir
 from orchestrator.launch import start_process
 
@@ -55,15 +55,17 @@ class WarmStart:
         return self.process
 
     def discard(self) -> None:
-        """Let the interpreter go (no run for it); nothing once it was released to a run."""
+        """Let the interpreter go (no run for it); nothing once it was released to a run. It is stopped at once: it
+        has only imported, written nothing of the user's, and an error before the run (a typo in the job) must not
+        wait for a trainer's imports to finish (16 s for SimpleTuner)."""
         if self.released:
             return
         self.released = True
         with contextlib.suppress(OSError):
             if self.process.stdin is not None:
-                self.process.stdin.close()  # an empty order: the launcher exits quietly
+                self.process.stdin.close()  # an empty order: a launcher done importing exits quietly
         try:
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=0.2)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, 9)
@@ -73,10 +75,9 @@ class WarmStart:
                 pipe.close()
 
 
-def start_warm(backend: Backend, env: BackendEnv) -> WarmStart | None:
-    """Start ``backend``'s interpreter importing its slow part, or None where it has nothing to warm (or warm starts
-    are off, or the interpreter cannot start)."""
-    warm = backend.warm(env)
+def start_warm(warm: Warm | None, env: BackendEnv) -> WarmStart | None:
+    """Start ``env``'s interpreter importing ``warm``'s slow part, or None where there is nothing to warm (or warm
+    starts are off, or the interpreter cannot start)."""
     if warm is None or os.environ.get("LORAFORGE_WARM", "1") == "0":
         return None
     argv = [str(env.python), "-u", str(LAUNCHER), warm.module, *warm.imports]
@@ -92,11 +93,13 @@ def start_warm(backend: Backend, env: BackendEnv) -> WarmStart | None:
 
 
 def warm_for(backend_name: str) -> WarmStart | None:
-    """A warm start of ``backend_name``'s registered environment, or None (not set up, nothing to warm)."""
-    from backends import base
+    """A warm start of ``backend_name``'s registered environment, or None (not set up, nothing to warm). Imports
+    only the backend's warm module: called first thing, so the trainer's imports overlap all of loraforge's."""
+    from backends.base import warm_spec
     from orchestrator.envs import load_registry, resolve_runtime
 
     env = load_registry().get(backend_name)
     if env is None or not env.python.exists():
         return None
-    return start_warm(base.get(backend_name), resolve_runtime(env))
+    runtime = resolve_runtime(env)
+    return start_warm(warm_spec(backend_name, runtime), runtime)

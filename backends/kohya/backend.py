@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from backends.base import Artifacts, Endpoint, Launch, Problem, Rendered, Resume, SetupRequest
+from backends.base import Artifacts, Endpoint, Launch, Problem, Rendered, Resume, SetupRequest, Warm
 from backends.kohya import caches, parts
 from backends.kohya import env as kohya_env
 from backends.kohya.families import REFUSED, SCRIPTS, check_network, family
@@ -27,6 +27,7 @@ from backends.kohya.options import (
     render_accelerate,
     unknown_options,
 )
+from backends.kohya.warm import warm as warm_spec
 from orchestrator.captions.trigger import has_trigger
 from orchestrator.dataset.model import Dataset, write_run_copy
 from orchestrator.envs import BackendEnv
@@ -127,9 +128,8 @@ class KohyaBackend:
     def parser(self, rendered: Rendered | None = None) -> KohyaLogParser:
         return KohyaLogParser()
 
-    def warm(self, env: BackendEnv) -> None:
-        """Nothing to warm: accelerate's launcher starts the training script in an interpreter of its own."""
-        return None
+    def warm(self, env: BackendEnv) -> Warm:
+        return warm_spec(env)
 
     def collect(self, job: JobSpec, run: RunDir) -> Artifacts:
         out = output_dir(run)

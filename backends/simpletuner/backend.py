@@ -25,6 +25,7 @@ from backends.base import Artifacts, Endpoint, Launch, Problem, Rendered, Resume
 from backends.simpletuner import env as environment
 from backends.simpletuner.logs import SimpleTunerLogParser
 from backends.simpletuner.options import map_options, reject_unknown_options, split_dataset
+from backends.simpletuner.warm import warm as warm_spec
 from orchestrator.dataset.model import Dataset, DatasetImage, run_copy_name, write_run_copy
 from orchestrator.distributed import free_port
 from orchestrator.envs import BackendEnv
@@ -171,13 +172,7 @@ class SimpleTunerBackend:
         return SimpleTunerLogParser()
 
     def warm(self, env: BackendEnv) -> Warm:
-        """Most of a start is importing the trainer (torch, diffusers, transformers: about 16 s on 2 CPU cores);
-        those imports read only these settings (the rest is read when the run starts). A run of several processes
-        goes through accelerate's launcher instead and starts cold."""
-        settings = {"SIMPLETUNER_DISABLE_COLORS": "1"}
-        if env.cpu:
-            settings["CUDA_VISIBLE_DEVICES"] = ""
-        return Warm("simpletuner.train", ("simpletuner.helpers.training.trainer",), settings)
+        return warm_spec(env)
 
     def collect(self, job: JobSpec, run: RunDir) -> Artifacts:
         out = output_dir(run)

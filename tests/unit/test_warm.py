@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,7 +17,9 @@ from orchestrator.envs import BackendEnv
 from orchestrator.launch import run_process
 from orchestrator.warm import start_warm
 
-TRAINER = '''
+REPO = Path(__file__).resolve().parents[2]
+
+TRAINER = """
 import os, sys, time, pathlib
 import slowtrainer.heavy as heavy
 print("argv", sys.argv[1:])
@@ -24,8 +28,8 @@ print("run setting", os.environ.get("RUN_SETTING"), "import setting", heavy.SEEN
 print("since import", round(time.time() - heavy.IMPORTED_AT, 2))
 print("path0 is cwd", sys.path[0] == os.getcwd())
 sys.exit(3)
-'''
-HEAVY = '''
+"""
+HEAVY = """
 import os, time, pathlib
 time.sleep(2)  # the slow part of a trainer's start
 IMPORTED_AT = time.time()
@@ -33,14 +37,11 @@ SEEN_AT_IMPORT = os.environ.get("IMPORT_SETTING")
 with open(os.environ["IMPORT_LOG"], "a") as log:
     log.write("imported\\n")
 pathlib.Path("debug.log").write_text("written where it is imported, as SimpleTuner does")
-'''
+"""
 
 
-class FakeBackend:
-    """Only what start_warm reads of a backend: the thing under test is the warm start, not a trainer."""
-
-    def warm(self, env: BackendEnv) -> Warm:
-        return Warm("slowtrainer.train", ("slowtrainer.heavy",), {"IMPORT_SETTING": "at-start"})
+# what a backend's warm() gives: the thing under test is the warm start, not a trainer
+WARM = Warm("slowtrainer.train", ("slowtrainer.heavy",), {"IMPORT_SETTING": "at-start"})
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_the_run_starts_in_the_warm_interpreter_as_in_a_fresh_one(trainer: Path) -> None:
     env = BackendEnv("fake", Path(sys.executable))
-    warm = start_warm(FakeBackend(), env)  # type: ignore[arg-type]
+    warm = start_warm(WARM, env)
     assert warm is not None
     time.sleep(3)  # loraforge prepares photos meanwhile
     work = trainer / "work"
@@ -83,7 +84,7 @@ def test_the_run_starts_in_the_warm_interpreter_as_in_a_fresh_one(trainer: Path)
 
 
 def test_a_launch_it_cannot_run_is_started_cold_and_the_warm_one_goes(trainer: Path) -> None:
-    warm = start_warm(FakeBackend(), BackendEnv("fake", Path(sys.executable)))  # type: ignore[arg-type]
+    warm = start_warm(WARM, BackendEnv("fake", Path(sys.executable)))
     assert warm is not None
     several = Launch([sys.executable, "-m", "accelerate.commands.launch", "-m", "slowtrainer.train"], {}, trainer)
     assert warm.release(several, dict(os.environ)) is None
@@ -91,15 +92,27 @@ def test_a_launch_it_cannot_run_is_started_cold_and_the_warm_one_goes(trainer: P
 
 
 def test_a_warm_start_no_run_needs_exits_quietly(trainer: Path) -> None:
-    warm = start_warm(FakeBackend(), BackendEnv("fake", Path(sys.executable)))  # type: ignore[arg-type]
+    warm = start_warm(WARM, BackendEnv("fake", Path(sys.executable)))
     assert warm is not None
+    time.sleep(3)  # done importing: waiting for a run
     warm.discard()
     assert warm.process.returncode == 0
 
 
+def test_a_warm_start_still_importing_is_stopped_at_once(trainer: Path) -> None:
+    """An error before the run (a typo in the job) must not wait for the trainer's imports."""
+    warm = start_warm(WARM, BackendEnv("fake", Path(sys.executable)))
+    assert warm is not None
+    started = time.monotonic()
+    warm.discard()
+    assert time.monotonic() - started < 1.5  # the import takes 2 s
+    assert warm.process.returncode is not None
+    assert not (trainer / "imports.log").exists()
+
+
 def test_a_failed_import_shows_when_the_run_starts(trainer: Path) -> None:
     (trainer / "lib" / "slowtrainer" / "heavy.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\")")
-    warm = start_warm(FakeBackend(), BackendEnv("fake", Path(sys.executable)))  # type: ignore[arg-type]
+    warm = start_warm(WARM, BackendEnv("fake", Path(sys.executable)))
     assert warm is not None
     launch = Launch([sys.executable, "-m", "slowtrainer.train"], {}, trainer)
     process = warm.release(launch, dict(os.environ))
@@ -110,4 +123,26 @@ def test_a_failed_import_shows_when_the_run_starts(trainer: Path) -> None:
 
 def test_warm_starts_can_be_turned_off(trainer: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LORAFORGE_WARM", "0")
-    assert start_warm(FakeBackend(), BackendEnv("fake", Path(sys.executable))) is None  # type: ignore[arg-type]
+    assert start_warm(WARM, BackendEnv("fake", Path(sys.executable))) is None
+
+
+@pytest.mark.parametrize("backend", ["kohya", "simpletuner"])
+def test_a_train_command_starts_the_warm_interpreter_before_loading_the_rest(tmp_path: Path, backend: str) -> None:
+    """The trainer's imports overlap all of loraforge's own: by the moment `loraforge train` starts the warm
+    interpreter it has read only its flags and the registry, not the job model, the backend or any image library."""
+    home = tmp_path / "home"
+    home.mkdir()
+    entry = {"backend": backend, "python": sys.executable, "root": None, "versions": {}, "managed": False}
+    (home / "envs.json").write_text(json.dumps({backend: entry}))
+    code = (
+        "import sys\nimport orchestrator.warm as warm\n"
+        "def noted(*args, **kwargs):\n    print('\\n'.join(sorted(sys.modules)))\n    raise SystemExit(0)\n"
+        "warm.start_process = noted\nfrom orchestrator.cli import main\n"
+        f"main(['train', {str(tmp_path / 'job.yaml')!r}, '-b', {backend!r}])\n"
+    )
+    env = {**os.environ, "LORAFORGE_HOME": str(home), "LORAFORGE_WARM": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    modules = set(out.stdout.split())
+    assert f"backends.{backend}.warm" in modules, out.stderr  # it got as far as the warm start
+    for later in ("pydantic", "jinja2", "yaml", "numpy", "PIL", f"backends.{backend}.backend", "orchestrator.job"):
+        assert later not in modules, later
