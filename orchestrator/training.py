@@ -256,16 +256,23 @@ def _run(
         parsing.parser = backend.parser(rendered)
         watcher = RunWatcher(rendered.watched, job.sampling.prompts)
 
+        numpy_loading = False
+
         def on_output(stream: str, data: bytes) -> None:
+            nonlocal numpy_loading
+            if not numpy_loading:
+                # numpy, which finishing the LoRA needs (~0.1 s to import), loads while the trainer runs, not after
+                # it has exited, and not beside the trainer's own start-up imports either (on 2 cores the two
+                # contend): from its first output on. Only a library that imports none of ours, so no import here
+                # can wait on this thread's
+                numpy_loading = True
+                threading.Thread(target=importlib.import_module, args=("numpy",), daemon=True).start()
             parsing.output(stream, data)
             for event in watcher.poll():
                 sink.emit(event)
 
         child_env = child_environment(launch.env, extra_env, loopback=endpoint is not None)
         started = warm.release(launch, child_env) if warm is not None else None
-        # numpy, which finishing the LoRA needs (~0.1 s to import), loads while the trainer runs, not after it has
-        # exited; only a library that imports none of ours, so no import here can wait on this thread's
-        threading.Thread(target=importlib.import_module, args=("numpy",), daemon=True).start()
         result = run_process(
             launch.argv,
             env=child_env,
