@@ -1,12 +1,14 @@
 """What loraforge costs on top of sd-scripts, plus CLI start-up and kohya log-parser throughput.
 
-    .venv/bin/python benchmarks/bench_kohya_overhead.py [--runs 3] [--steps 4]
+    .venv/bin/python benchmarks/bench_kohya_overhead.py [--runs 3] [--steps 4] [--against REF]
 
 Training: `loraforge train` against the command `loraforge render` prints (the same argv the run folder keeps in
 rendered/command.txt), on the same tiny SD 1.5 (built once, cached), same data and steps, alternating so drift on
 a shared machine hits both sides; medians reported. The two wall times differ by seconds from run to run on a shared
-machine, so loraforge's own time is measured as well: from the command's start to the trainer's start, plus from the
-trainer's exit to the command's end (the run's critical path; what runs beside the trainer is not on it).
+machine, so the two ends of the run are measured as well, on both sides: from the command's start to the start of
+sd-scripts' training script (noted from inside the script by a sitecustomize put on PYTHONPATH for both sides), and
+loraforge's own time from its trainer's exit to the command's end. Their sum is what loraforge adds to the run.
+With --against REF, `loraforge train` of that commit (its orchestrator/, backends/, templates/) runs too, in turn.
 `loraforge --help`: median of 20. Parser: a synthetic ~50 MB
 log of progress bars drawn as sd-scripts draws them (each step twice), fed in 64 KiB chunks. Needs `loraforge setup kohya`.
 """
@@ -14,10 +16,12 @@ log of progress bars drawn as sd-scripts draws them (each step twice), fed in 64
 from __future__ import annotations
 
 import argparse
-import json
+import io
+import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -42,41 +46,74 @@ def write_job(folder: Path, model: Path, dataset: Path, steps: int) -> Path:
     return path
 
 
-# `loraforge train`, with the moments its trainer was started and had exited noted (wall clock) in the file argv[1]
-TIMED = """
-import json, sys, time
-from pathlib import Path
-import orchestrator.training as training
-marks, run_process = {}, training.run_process
-def timed(*args, **kwargs):
-    marks["spawn"] = time.time()
-    try:
-        return run_process(*args, **kwargs)
-    finally:
-        marks["exited"] = time.time()
-training.run_process = timed
-from orchestrator.cli import main
-try:
-    sys.exit(main(sys.argv[2:]))
-finally:
-    Path(sys.argv[1]).write_text(json.dumps(marks))
+# put on PYTHONPATH for both sides: the moment sd-scripts' training script started, noted from inside it
+MARKER = """
+import os, sys, time
+if sys.argv and os.path.basename(sys.argv[0]) == "train_network.py":
+    def _note(what):
+        with open(os.environ["LF_BENCH_MARKS"], "a") as marks:
+            marks.write(f"{what} {time.time()}\\n")
+    _note("start")
+    if os.environ.get("LF_BENCH_STOP_AT_START"):  # --starts: only the way to the script's start is timed
+        os._exit(0)
 """
 
 
-def orchestrated(job: Path, own: list[float]) -> float:
-    """The run's wall time; appends to ``own`` loraforge's own time on the run's critical path: from the command's
-    start to the trainer's, and from the trainer's exit to the command's."""
-    marks = job.parent / "marks.json"
-    start, wall = time.time(), time.perf_counter()
-    argv = [sys.executable, "-c", TIMED, str(marks), "train", str(job), "-b", "kohya", "--quiet"]
-    subprocess.run(argv, check=True, cwd=REPO)
-    wall, end = time.perf_counter() - wall, time.time()
-    noted = json.loads(marks.read_text())
-    own.append((noted["spawn"] - start) + (end - noted["exited"]))
-    return wall
+# `loraforge train`, noting the moment its trainer's process had exited (and its output was read) in the marks file
+TIMED = """
+import os, sys, time
+import orchestrator.training as training
+run_process = training.run_process
+def timed(*args, **kwargs):
+    try:
+        return run_process(*args, **kwargs)
+    finally:
+        with open(os.environ["LF_BENCH_MARKS"], "a") as marks:
+            marks.write(f"exited {time.time()}\\n")
+training.run_process = timed
+from orchestrator.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
-def direct(job: Path, folder: Path) -> float:
+def timed(argv: list[str], folder: Path, quick: bool = False, **kwargs: object) -> tuple[float, float, float]:
+    """Run ``argv``; (wall time, command start -> training script start, trainer exit -> command end when
+    loraforge noted the trainer's exit, else 0: by hand the command ends with its trainer)."""
+    marks = folder / "marks.txt"
+    marks.unlink(missing_ok=True)
+    site = folder / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(MARKER, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(site), "LF_BENCH_MARKS": str(marks)}
+    if quick:
+        env["LF_BENCH_STOP_AT_START"] = "1"
+    start = time.time()
+    subprocess.run(argv, check=not quick, env=env, **kwargs)  # type: ignore[call-overload]
+    end = time.time()
+    noted = dict(line.split() for line in marks.read_text().splitlines())
+    return end - start, float(noted["start"]) - start, end - float(noted["exited"]) if "exited" in noted else 0.0
+
+
+def orchestrated(job: Path, folder: Path, tree: Path = REPO, quick: bool = False) -> tuple[float, float, float]:
+    """`loraforge train` of the code in ``tree`` (this checkout, or --against's commit)."""
+    argv = [sys.executable, "-c", TIMED, "train", str(job), "-b", "kohya", "--quiet"]
+    return timed(argv, folder, quick, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if quick else None)
+
+
+def archive(ref: str, into: Path) -> Path:
+    """REF's orchestrator/, backends/ and templates/ (what `loraforge train` runs), unpacked into ``into``."""
+    data = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "orchestrator", "backends", "templates"],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def direct(job: Path, folder: Path, quick: bool = False) -> tuple[float, float, float]:
     out = subprocess.run(
         [*LORAFORGE, "render", str(job), "-b", "kohya", "-o", str(folder / "rendered")],
         check=True,
@@ -86,9 +123,11 @@ def direct(job: Path, folder: Path) -> float:
     )
     command = out.stdout.strip().splitlines()[-1]
     with (folder / "stdout.log").open("wb") as stdout, (folder / "stderr.log").open("wb") as stderr:
-        start = time.perf_counter()
-        subprocess.run(["bash", "-c", command], check=True, stdout=stdout, stderr=stderr)
-        return time.perf_counter() - start
+        return timed(["bash", "-c", command], folder, quick, stdout=stdout, stderr=stderr)
+
+
+def _median(rows: list[tuple[float, float, float]], column: int) -> float:
+    return statistics.median(row[column] for row in rows)
 
 
 def help_time(count: int = 20) -> float:
@@ -123,6 +162,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--against", metavar="REF", help="also run `loraforge train` of this commit, alternating")
+    parser.add_argument(
+        "--starts", type=int, default=0, help="also this many rounds timing only the way to the script's start"
+    )
     parser.add_argument("--skip-training", action="store_true", help="only --help time and parser throughput")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
@@ -138,30 +181,63 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lf-bench-kohya-") as tmp:
         root = Path(tmp)
         job = write_job(root, model, make_dataset(root / "data", count=4, size=64), args.steps)
-        ours: list[float] = []
-        theirs: list[float] = []
-        own: list[float] = []
+        older = archive(args.against, root / "against") if args.against else None
+        ours: list[tuple[float, float, float]] = []
+        theirs: list[tuple[float, float, float]] = []
+        before: list[tuple[float, float, float]] = []
         for i in range(args.runs):
             folder = root / f"direct-{i}"
             folder.mkdir()
-            pair = [lambda: ours.append(orchestrated(job, own)), lambda f=folder: theirs.append(direct(job, f))]
-            for run in pair if i % 2 == 0 else reversed(pair):
-                run()
-            print(
-                f"run {i + 1}: loraforge {ours[-1]:.2f} s (its own time {own[-1]:.3f} s), direct {theirs[-1]:.2f} s",
-                flush=True,
-            )
-    ratio = statistics.median(ours) / statistics.median(theirs)
-    print(
-        f"kohya, tiny SD 1.5, {args.steps} steps, {args.runs} runs each: loraforge median "
-        f"{statistics.median(ours):.2f} s, direct median {statistics.median(theirs):.2f} s; ratio {ratio:.3f}"
-    )
-    # the ratio of two noisy wall times; loraforge's own time is measured, not inferred from their difference
-    mine = statistics.median(own)
-    print(
-        f"loraforge's own time on the critical path (start -> trainer, trainer exit -> done): median {mine:.3f} s, "
-        f"{mine / statistics.median(theirs):.1%} of the direct run; own-time ratio {1 + mine / statistics.median(theirs):.3f}"
-    )
+            sides = [lambda: ours.append(orchestrated(job, root)), lambda f=folder: theirs.append(direct(job, f))]
+            if older is not None:
+                sides.append(lambda: before.append(orchestrated(job, root, older)))
+            for side in sides[i % len(sides) :] + sides[: i % len(sides)]:  # a different side first each round
+                side()
+            print(f"run {i + 1}: " + "; ".join(
+                f"{name} {row[-1][0]:.2f} s (script started after {row[-1][1]:.3f} s, own time after the trainer's "
+                f"exit {row[-1][2]:.3f} s)"
+                for name, row in (("loraforge", ours), ("direct", theirs), (args.against, before)) if row
+            ), flush=True)  # fmt: skip
+        # many short rounds: the script exits as it starts, so the start side gets samples enough to beat the noise
+        starts: dict[str, list[float]] = {"loraforge": [], "direct": [], f"loraforge at {args.against}": []}
+        for i in range(args.starts):
+            folder = root / f"start-{i}"
+            folder.mkdir()
+            quick = [
+                lambda: starts["loraforge"].append(orchestrated(job, root, quick=True)[1]),
+                lambda f=folder: starts["direct"].append(direct(job, f, quick=True)[1]),
+            ]
+            if older is not None:
+                quick.append(
+                    lambda: starts[f"loraforge at {args.against}"].append(orchestrated(job, root, older, True)[1])
+                )
+            for side in quick[i % len(quick) :] + quick[: i % len(quick)]:
+                side()
+        if args.starts:
+            print(f"command start -> training script start, median of {args.starts} quick rounds: " + ", ".join(
+                f"{name} {statistics.median(times):.3f} s (quartiles {statistics.quantiles(times, n=4)[0]:.3f}-"
+                f"{statistics.quantiles(times, n=4)[2]:.3f})"
+                for name, times in starts.items() if times
+            ), flush=True)  # fmt: skip
+    if not theirs:
+        return 0
+    by_hand = _median(theirs, 0)
+    print(f"kohya, tiny SD 1.5, {args.steps} steps, {args.runs} runs each, medians; direct: {by_hand:.2f} s")
+    for name, rows in (("loraforge", ours), (f"loraforge at {args.against}", before)):
+        if not rows:
+            continue
+        # the ratio of two noisy wall times says little at this size; what loraforge adds to the critical path
+        # is measured at its two ends, where the training script starts and where it ends
+        wall, start, end = (
+            _median(rows, 0),
+            _median(rows, 1) - _median(theirs, 1),
+            _median(rows, 2),
+        )
+        print(
+            f"{name}: {wall:.2f} s, wall ratio {wall / by_hand:.3f}; added on the critical path {start + end:+.3f} s "
+            f"({start:+.3f} s before the training script starts, {end:+.3f} s after the trainer exits), "
+            f"{(start + end) / by_hand:+.1%} of the direct run"
+        )
     return 0
 
 
