@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+from orchestrator.userpath import user_path
+
 _PIPELINES = {
     "StableDiffusionPipeline": "sd15",
     "StableDiffusionXLPipeline": "sdxl",
@@ -54,7 +56,7 @@ def family_from_keys(keys: list[str]) -> str | None:
 
 def infer_family(base_model: str) -> str | None:
     """sd15 / sdxl / flux from a diffusers folder's model_index.json, a single file's tensor names, or a hub id."""
-    path = Path(base_model).expanduser()
+    path = user_path(base_model)
     if path.is_dir():
         index = path / "model_index.json"
         if index.exists():

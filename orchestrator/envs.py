@@ -17,14 +17,15 @@ from typing import Any
 
 from orchestrator.envshare import link_shared
 from orchestrator.errors import BackendNotReady
+from orchestrator.userpath import user_path
 
 
 def home() -> Path:
     """loraforge's own data folder: $LORAFORGE_HOME, else $XDG_DATA_HOME/loraforge, else ~/.local/share/loraforge."""
     if os.environ.get("LORAFORGE_HOME"):
-        return Path(os.environ["LORAFORGE_HOME"]).expanduser()
+        return user_path(os.environ["LORAFORGE_HOME"])
     xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "loraforge"
+    return (user_path(xdg) if xdg else Path.home() / ".local" / "share") / "loraforge"
 
 
 def cache_dir() -> Path:

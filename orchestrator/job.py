@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 
 from orchestrator.errors import ConfigError, LoraforgeError
 from orchestrator.family import Family
+from orchestrator.userpath import user_path
 
 Subject = Literal["face", "object", "style"]
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -355,7 +356,7 @@ def load_yaml_layer(path: Path) -> dict[str, Any]:
     for key in ("dataset", "base_model"):
         value = data.get(key)
         if isinstance(value, str) and (value.startswith(("./", "../")) or key == "dataset"):
-            candidate = Path(value).expanduser()
+            candidate = user_path(value)
             if not candidate.is_absolute():
                 data[key] = str((base / candidate).resolve())
     output = data.get("output")
@@ -396,8 +397,8 @@ def describe_error(err: Any) -> str:
 def job_to_dict(job: JobSpec) -> dict[str, Any]:
     """Plain, YAML-safe dict (paths as absolute strings), suitable for job.yaml in a run folder."""
     data = job.model_dump(mode="json")
-    data["dataset"] = str(Path(job.dataset).expanduser().resolve())
-    data["output"]["dir"] = str(Path(job.output.dir).expanduser().resolve())
+    data["dataset"] = str(user_path(job.dataset).resolve())
+    data["output"]["dir"] = str(user_path(job.output.dir).resolve())
     return data
 
 

@@ -16,6 +16,7 @@ from typing import Any, get_args
 
 from orchestrator.errors import LoraforgeError
 from orchestrator.job import Family, JobSpec, build_job, merge_layers
+from orchestrator.userpath import user_path
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def prepare_oneshot(spec: OneShot, console: Any) -> JobSpec:
     from orchestrator.basemodel import infer_family
     from orchestrator.presets import load_preset_layer, preset_for
 
-    photos = spec.photos.expanduser().resolve()
+    photos = user_path(spec.photos).resolve()
     if not spec.base_model:
         raise LoraforgeError(
             "one-shot training needs --base-model", "e.g. --base-model stabilityai/stable-diffusion-xl-base-1.0"
@@ -52,7 +53,7 @@ def prepare_oneshot(spec: OneShot, console: Any) -> JobSpec:
     resolution = spec.flags.get("training", {}).get("resolution") or preset_layer.get("training", {}).get(
         "resolution", 1024
     )
-    runs_root = spec.runs_root.expanduser().resolve()
+    runs_root = user_path(spec.runs_root).resolve()
     key = hashlib.sha1(f"{photos}|{spec.subject}|{resolution}|{spec.crop}".encode()).hexdigest()[:10]
     dataset = runs_root / "datasets" / f"{photos.stem}-{key}"
 

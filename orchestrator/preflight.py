@@ -18,6 +18,7 @@ from orchestrator.envs import BackendEnv, get_env, load_registry, nvidia_gpu_pre
 from orchestrator.errors import BackendNotReady, LoraforgeError
 from orchestrator.job import Family, JobSpec
 from orchestrator.steps import StepPlan, apply_step_plan
+from orchestrator.userpath import user_path
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _check_trigger(job: JobSpec, dataset: Dataset) -> tuple[Dataset, list[str]]:
 
 
 def _with_family(job: JobSpec, backend: Backend) -> JobSpec:
-    if looks_like_path(job.base_model) and not Path(job.base_model).expanduser().exists():
+    if looks_like_path(job.base_model) and not user_path(job.base_model).exists():
         raise LoraforgeError(
             f"base model {job.base_model} does not exist",
             "pass a local .safetensors file, a diffusers folder, or a hub id such as stabilityai/stable-diffusion-xl-base-1.0",

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.envs import cache_dir
+from orchestrator.userpath import user_path
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def key(*parts: object) -> str:
 def files_signature(path: Path) -> list[tuple[str, int, int]]:
     """What a local model or dataset is, cheaply: every file's name, size and modification time (a changed or
     replaced file changes its signature; nothing is read)."""
-    path = path.expanduser()
+    path = user_path(path)
     if path.is_file():
         stat = path.stat()
         return [(path.name, stat.st_size, stat.st_mtime_ns)]

@@ -25,6 +25,7 @@ from orchestrator.dataset.model import IMAGE_SUFFIXES
 from orchestrator.envs import BackendEnv
 from orchestrator.job import JobSpec
 from orchestrator.reuse import Reuse, files_signature, key
+from orchestrator.userpath import user_path
 
 # family -> the suffix of its latents files (library/strategy_sd.py, _sd3.py, _flux.py, _lumina.py; Chroma is
 # trained by flux_train_network.py with the Flux strategies)
@@ -81,7 +82,7 @@ def reuse(
         spec.name,
         env.versions,  # sd-scripts' commit, torch, diffusers, transformers, the device
         None if env.versions.get("sd-scripts") or env.root is None else files_signature(env.root / "library"),
-        [files_signature(Path(m)) if Path(m).expanduser().exists() else m for m in models],  # a hub id: a snapshot
+        [files_signature(Path(m)) if user_path(m).exists() else m for m in models],  # a hub id: a snapshot
         {name: options.get(name) for name in _PRECISION},
         spec.options,
         extra,

@@ -34,6 +34,7 @@ from backends.kohya.families import Family, Part
 from orchestrator.basemodel import safetensors_keys
 from orchestrator.errors import LoraforgeError
 from orchestrator.job import JobSpec
+from orchestrator.userpath import user_path
 
 CHECKPOINT_PLACES = ("kohya", ".", "split_files/diffusion_models")  # inside a base_model folder, in order
 PART_PLACES = (".", "text_encoders", "../text_encoders", "../clip", "../vae")  # from the checkpoint's folder
@@ -96,7 +97,7 @@ def resolve(job: JobSpec, spec: Family) -> Resolved:
 
 def _local(base_model: str) -> Path | None:
     try:
-        path = Path(base_model).expanduser()
+        path = user_path(base_model)
         return path if path.exists() else None
     except (OSError, RuntimeError):  # "~user" of an unknown user, a name too long: not a local path
         return None
@@ -134,7 +135,7 @@ def _checkpoint(job: JobSpec, spec: Family, model: Path | None, given: object) -
 
 
 def _given_file(option: str, value: object) -> Path:
-    path = Path(str(value)).expanduser()
+    path = user_path(str(value))
     if not path.is_file():
         state = "is a folder" if path.is_dir() else "does not exist"
         raise LoraforgeError(

@@ -34,6 +34,7 @@ from orchestrator.job import JobSpec
 from orchestrator.render import render_template, write_rendered
 from orchestrator.reuse import Reuse, files_signature, key
 from orchestrator.runs import RunDir
+from orchestrator.userpath import user_path
 from orchestrator.watch import MetricsFile, SampleFolder
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -320,7 +321,7 @@ def _reuse(
     on the model, its text encoders' settings and SimpleTuner's version. Latents: their file names are the images'
     names, so they depend on the images themselves (names, sizes, times) and the resolution settings too; on CPU
     they are made on demand and never written."""
-    local = Path(job.base_model).expanduser()
+    local = user_path(job.base_model)
     model = files_signature(local) if local.exists() else job.base_model  # a hub id names a snapshot
     common = (env.versions.get("simpletuner"), job.family, config.get("model_flavour"), model)
     reuse = [Reuse(cache / "text", key("simpletuner text", *common, config.get("tokenizer_max_length")), "text embeddings")]

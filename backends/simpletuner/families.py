@@ -24,6 +24,7 @@ from typing import Any
 
 from orchestrator.errors import LoraforgeError
 from orchestrator.job import JobSpec
+from orchestrator.userpath import user_path
 
 FLOW_MATCHING = frozenset({"flux", "sd3", "chroma", "lumina2", "qwen_image", "flux2"})
 
@@ -120,7 +121,7 @@ def model_flavour(base_model: str, family: str, notes: list[str]) -> str:
     known = HUB_FLAVOURS[family].get(base_model)
     if known is not None:
         return known
-    folder = Path(base_model).expanduser()
+    folder = user_path(base_model)
     index = _model_index(folder)
     if index is not None:
         name = str(index.get("_class_name", ""))
@@ -146,7 +147,7 @@ def model_flavour(base_model: str, family: str, notes: list[str]) -> str:
 
 
 def _flavour_notes(job: JobSpec, family: str, flavour: str, *, offline: bool) -> list[str]:
-    local = Path(job.base_model).expanduser().exists()
+    local = user_path(job.base_model).exists()
     if family == "flux2" and flavour == "dev" and (local or offline):
         return [
             f"FLUX.2-dev: SimpleTuner loads its Mistral-3 text encoder by the hub id {MISTRAL_HUB_ID}, never from the "

@@ -26,6 +26,7 @@ from orchestrator.dataset.model import Dataset, DatasetImage
 from orchestrator.errors import LoraforgeError
 from orchestrator.job import JobSpec
 from orchestrator.steps import held_out_count, validation_interval
+from orchestrator.userpath import user_path
 
 OPTIMIZERS = {  # JobSpec optimizer -> SimpleTuner optimizer (GPU); CPU swaps adamw for optimi-adamw
     "adamw": "adamw_bf16",
@@ -152,7 +153,7 @@ def map_options(
     if t.shuffle_captions:
         notes.append("training.shuffle_captions: SimpleTuner does not shuffle caption tags; captions train as written")
 
-    _validation(job, config, notes, cpu=cpu, offline=offline, local_model=Path(job.base_model).expanduser().is_dir())
+    _validation(job, config, notes, cpu=cpu, offline=offline, local_model=user_path(job.base_model).is_dir())
     if held_out is not None:
         # Held-out images in their own "eval" dataset; SimpleTuner computes their loss every eval_steps_interval and
         # reports it only to a tracker: "simpletuner" writes it to training_metrics.jsonl, which the run watches.

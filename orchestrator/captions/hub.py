@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from orchestrator.errors import LoraforgeError
+from orchestrator.userpath import user_path
 
 EXTRA_HINT = "pip install 'loraforge[caption]'"
 
@@ -32,7 +33,7 @@ def _looks_like_path(model: str) -> bool:
 
 def resolve_model(model: str, *, captioner: str, files: tuple[str, ...] | None = None) -> Path:
     """A local folder for ``model``. ``files``: only these files are needed (e.g. a WD14 tagger's ONNX and CSV)."""
-    local = Path(model).expanduser()
+    local = user_path(model)
     if local.is_dir():
         return local
     if local.exists() or _looks_like_path(model):

@@ -7,7 +7,8 @@ install (``--venv``: e.g. a kohya_ss or SimpleTuner venv you already use; it is 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from orchestrator.userpath import user_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
 
     request = SetupRequest(
         python=args.python,
-        venv=Path(args.venv).expanduser().resolve() if args.venv else None,
-        root=Path(args.root).expanduser().resolve() if args.root else None,
+        venv=user_path(args.venv).resolve() if args.venv else None,
+        root=user_path(args.root).resolve() if args.root else None,
         force=args.force,
     )
     con = console()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.errors import LoraforgeError
+from orchestrator.userpath import user_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 CAPTION_SUFFIXES = (".txt", ".caption")
@@ -82,7 +83,7 @@ def is_dataset_image(name: str) -> bool:
 
 def load_dataset(folder: Path) -> Dataset:
     """Read a dataset folder: the image list, each image's size (from its header: nothing is decoded) and caption."""
-    root = Path(folder).expanduser().resolve()
+    root = user_path(folder).resolve()
     if not root.is_dir():
         raise LoraforgeError(
             f"dataset folder {root} does not exist" if not root.exists() else f"dataset {root} is not a folder",

@@ -26,6 +26,7 @@ from typing import Any
 from orchestrator.dataset.inputs import CAPTION_SUFFIXES, extract_zip, list_candidates
 from orchestrator.dataset.options import DUPLICATE_DISTANCE, Options, hamming, options_dict
 from orchestrator.errors import LoraforgeError
+from orchestrator.userpath import user_path
 
 SWEET_SPOTS = {"face": (15, 30), "object": (50, 200), "style": (50, 200)}
 MANIFEST = "manifest.json"
@@ -117,8 +118,8 @@ def prepare_dataset(
     on_progress: Callable[[int, int], None] | None = None,
     background_model: str | None = None,
 ) -> PrepResult:
-    source = Path(source).expanduser()
-    out = Path(out).expanduser().resolve()
+    source = user_path(source)
+    out = user_path(out).resolve()
     if subject not in SWEET_SPOTS:
         raise LoraforgeError(f"unknown subject {subject!r}", "use face, object or style")
     if size % 64 or size < 256:

@@ -14,6 +14,7 @@ from orchestrator.lora import keys as K
 from orchestrator.lora.check import check_lora
 from orchestrator.lora.convert import diffusers_to_kohya, kohya_to_diffusers
 from orchestrator.lora.safetensors_io import read, write
+from orchestrator.userpath import user_path
 
 if TYPE_CHECKING:
     from orchestrator.dataset.model import Dataset
@@ -27,7 +28,7 @@ def public_model_name(base_model: str) -> str:
 
     if not looks_like_path(base_model):
         return base_model
-    return Path(base_model.rstrip("/\\")).expanduser().name or base_model
+    return user_path(base_model.rstrip("/\\")).name or base_model
 
 
 def loraforge_metadata(job: JobSpec, backend: str, env: BackendEnv, dataset: Dataset, plan: StepPlan) -> dict[str, str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import LoraforgeError
+from orchestrator.userpath import user_path
 
 BUILTIN = Path(__file__).resolve().parent / "builtin"
 
@@ -45,7 +46,7 @@ def load_preset_layer(name_or_path: str) -> dict[str, Any]:
     """A built-in name (face-sdxl), or a preset file: loraforge .yaml, Kohya GUI .json or sd-scripts .toml."""
     if name_or_path in builtin_names():
         return _read_yaml(builtin_path(name_or_path))
-    path = Path(name_or_path).expanduser()
+    path = user_path(name_or_path)
     if not path.exists():
         raise LoraforgeError(
             f"no preset named {name_or_path!r} and no such file",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.runs import RunDir
+from orchestrator.userpath import user_path
 from orchestrator.web.auth import Guard, is_loopback
 from orchestrator.web.drafts import Drafts
 from orchestrator.web.live import Feeds
@@ -51,7 +52,7 @@ class App:
         if settings.token is None and not is_loopback(settings.host):
             raise ValueError("a server on a non-loopback address needs a token")
         self.settings = settings
-        self.runs_root = settings.runs.expanduser().resolve()
+        self.runs_root = user_path(settings.runs).resolve()
         self.runs_root.mkdir(parents=True, exist_ok=True)
         self.state_dir = self.runs_root / STATE_DIR
         self.state_dir.mkdir(mode=0o700, exist_ok=True)
