@@ -99,7 +99,7 @@ def _local(base_model: str) -> Path | None:
     try:
         path = user_path(base_model)
         return path if path.exists() else None
-    except (OSError, RuntimeError):  # "~user" of an unknown user, a name too long: not a local path
+    except OSError:  # a name too long for this file system: not a local path
         return None
 
 
