@@ -110,6 +110,9 @@ class Warm:
     module: str
     imports: tuple[str, ...]
     settings: dict[str, str] = field(default_factory=dict)  # environment the imports read (set before them)
+    # modules the run imports only later (on its first step), imported after ``imports`` where they exist: a run
+    # that imports them with its models loaded pays several times their cost; a failure is left to the run
+    later: tuple[str, ...] = ()
 
 
 @dataclass

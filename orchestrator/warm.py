@@ -81,6 +81,8 @@ def start_warm(warm: Warm | None, env: BackendEnv) -> WarmStart | None:
     if warm is None or os.environ.get("LORAFORGE_WARM", "1") == "0":
         return None
     argv = [str(env.python), "-u", str(LAUNCHER), warm.module, *warm.imports]
+    if warm.later:
+        argv += ["--later", *warm.later]
     # a folder of ours to import in: a trainer may write files where it is imported (SimpleTuner's debug.log), and
     # the user's current folder is not ours; the run itself moves to its own folder when it starts
     scratch = cache_dir() / "warm"

@@ -14,4 +14,8 @@ def warm(env: BackendEnv) -> Warm:
     settings = {"SIMPLETUNER_DISABLE_COLORS": "1"}
     if env.cpu:
         settings["CUDA_VISIBLE_DEVICES"] = ""
-    return Warm("simpletuner.train", ("simpletuner.helpers.training.trainer",), settings)
+    # Each step calls torch.compiler.cudagraph_mark_step_begin (SimpleTuner 4.10 does whenever dynamo_backend is
+    # set, and its default is "no"), and the first call imports torch's inductor: 1.3 s here before the models
+    # load, 4.5 s on the first step once they are loaded (the collector walks them all as the import allocates).
+    return Warm("simpletuner.train", ("simpletuner.helpers.training.trainer",), settings,
+                later=("torch._inductor.cudagraph_trees",))  # fmt: skip
