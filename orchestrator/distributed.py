@@ -85,7 +85,7 @@ class RankFailure:
 class RankWatch:
     """Sees every line of every rank (prefix already split off) and names the rank that failed first."""
 
-    errors: dict[int, list[str]] = field(default_factory=dict)  # rank -> its exception lines, in order
+    errors: dict[int, dict[str, None]] = field(default_factory=dict)  # rank -> its exception lines, each once, in order
     order: list[int] = field(default_factory=list)  # ranks in the order their first error was printed
     timeout_ranks: list[int] = field(default_factory=list)
     root_rank: int | None = None
@@ -114,9 +114,9 @@ class RankWatch:
             self.timeout_ranks.append(rank)
         if _EXCEPTION.match(text) and not text.startswith((" ", "\t")):
             if rank not in self.errors:
-                self.errors[rank] = []
+                self.errors[rank] = {}
                 self.order.append(rank)
-            self.errors[rank].append(stripped)
+            self.errors[rank][stripped] = None  # each error once, in the order first raised
 
     def failure(self) -> RankFailure | None:
         """The failing rank and its error; None when no rank-prefixed error or launcher verdict was seen."""
@@ -127,7 +127,7 @@ class RankWatch:
         )
         if rank is None:
             return None
-        lines = self.errors.get(rank, [])
+        lines = list(self.errors.get(rank, {}))
         own = [e for e in lines if not _CONSEQUENCE.search(e)]
         error = (own or lines or [None])[0]
         exitcode = self.root_exitcode if rank == self.root_rank else None

@@ -90,12 +90,15 @@ class RaisedError:
 
 
 class TracebackWatch:
-    """Reads a trainer's output lines and keeps what a failure report needs: the exceptions raised (all of them,
-    not only those still in the tail: a size-mismatch report can run to hundreds of lines), whether the output ends
-    in an uncaught traceback, and the last lines."""
+    """Reads a trainer's output lines and keeps what a failure report needs: the exceptions raised (each one once,
+    in the order first raised, not only those still in the tail: a size-mismatch report can run to hundreds of
+    lines), whether the output ends in an uncaught traceback, and the last lines."""
 
     def __init__(self, tail: int = 40) -> None:
+        # as a list, and as a set: a trainer that raises and catches the same error at every step (a 50 MB log of
+        # them) keeps one, and the failure report reads each once
         self.errors: list[RaisedError] = []
+        self._raised: set[RaisedError] = set()
         self.tail: deque[str] = deque(maxlen=tail)
         self.in_traceback = False  # inside a "Traceback (most recent call last):" block
         self.uncaught = False  # a traceback ended in an exception after the last progress drawn
@@ -112,7 +115,10 @@ class TracebackWatch:
             return
         match = _EXCEPTION.match(stripped) if not text.startswith((" ", "\t")) or self.in_traceback else None
         if match is not None:
-            self.errors.append(RaisedError(match.group("name"), (match.group("text") or "").strip()[:300]))
+            error = RaisedError(match.group("name"), (match.group("text") or "").strip()[:300])
+            if error not in self._raised:
+                self._raised.add(error)
+                self.errors.append(error)
             if self.in_traceback:
                 self.uncaught = True
             self.in_traceback = False
