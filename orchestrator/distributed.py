@@ -110,7 +110,8 @@ class RankWatch:
                 self.root_exitcode = int(match.group(1))
                 self._in_root_cause = False
             return
-        if _TIMEOUT.search(text) and rank not in self.timeout_ranks:
+        # every _TIMEOUT alternative holds "tim" (timeout, Timed, timing): a cheap test first, on every rank line
+        if rank not in self.timeout_ranks and "tim" in text.lower() and _TIMEOUT.search(text):
             self.timeout_ranks.append(rank)
         if _EXCEPTION.match(text) and not text.startswith((" ", "\t")):
             if rank not in self.errors:

@@ -132,7 +132,11 @@ class TracebackWatch:
     def plain_lines(self, lines: list[str]) -> list[str]:
         """:meth:`plain` for each of ``lines``, in order; what joined the tail. Only the last lines can stay in
         the tail, so only those are read."""
-        kept: list[str] = []
+        if len(lines) <= (self.tail.maxlen or 0):  # most calls: a few lines between two notable ones
+            kept = [text[:400] for text in map(str.rstrip, lines) if text]
+            self.tail.extend(kept)
+            return kept
+        kept = []
         for line in reversed(lines):
             text = line.rstrip()
             if text:
