@@ -1,5 +1,5 @@
 """The log parsers' bulk helpers do exactly what one line or one draw at a time does: StepDraws.draw_all,
-TracebackWatch.plain_lines and Lines.next_match."""
+TracebackWatch.plain_lines and Lines.next_match; and an error a log repeats is reported as if raised once."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.failures import TracebackWatch
+from orchestrator.distributed import RankWatch
+from orchestrator.failures import TracebackWatch, describe
 from orchestrator.loglines import Lines
 from orchestrator.stepdraws import StepDraws
 
@@ -43,3 +44,40 @@ def test_next_match_is_the_first_line_that_matches(lines: list[str], data: st.Da
     for start in range(len(lines) + 1):
         expected = next((i for i in range(start, len(lines)) if "Error" in lines[i]), len(lines))
         assert chunk.next_match(start, pattern) == expected
+
+
+REPEATED_FAILURE = [
+    "Traceback (most recent call last):",
+    '  File "train_network.py", line 28, in <module>',
+    "    from torchvision import transforms",
+    "ModuleNotFoundError: No module named 'torchvision'",
+    "Traceback (most recent call last):",
+    "    raise subprocess.CalledProcessError(returncode=process.returncode, cmd=cmd)",
+    "subprocess.CalledProcessError: Command '['python', 'train_network.py']' returned non-zero exit status 1.",
+]
+
+
+def test_an_error_raised_again_and_again_is_kept_once_and_reported_the_same() -> None:
+    once, often = TracebackWatch(), TracebackWatch()
+    for line in REPEATED_FAILURE:
+        once.line(line)
+    for _ in range(500):
+        for line in REPEATED_FAILURE:
+            often.line(line)
+    kept = [str(e) for e in often.errors]
+    assert kept == [str(e) for e in once.errors]
+    assert kept == ["ModuleNotFoundError: No module named 'torchvision'", REPEATED_FAILURE[-1]]
+    report, first = describe("sd-scripts", "kohya", often, 1), describe("sd-scripts", "kohya", once, 1)
+    assert (report.kind, report.message, report.hint) == (first.kind, first.message, first.hint)
+    assert report.kind == "not_installed" and "No module named 'torchvision'" in report.message
+
+
+def test_a_rank_that_raises_the_same_error_again_is_named_the_same() -> None:
+    once, often = RankWatch(), RankWatch()
+    once.see(1, "RuntimeError: Connection closed by peer")
+    once.see(0, "ValueError: bad batch")
+    for _ in range(100):
+        often.see(1, "RuntimeError: Connection closed by peer")
+        often.see(0, "ValueError: bad batch")
+    assert often.failure() == once.failure()
+    assert often.failure() is not None and often.failure().rank == 0  # the cause, not the peer's consequence
