@@ -105,15 +105,20 @@ def _glued(segment: str, start: int) -> str | None:
     return segment[end + 1 :] if 0 <= end < len(segment) - 1 else None
 
 
+@cache  # tqdm prints the rate with 3 significant digits: a log repeats few distinct ones
+def _it_per_s(rate: str | bytes, unit: str | bytes) -> float | None:
+    if rate == "?" or rate == b"?":
+        return None
+    value = float(rate)  # float() reads bytes as it reads text: a draw from the bulk path is not decoded
+    return value if unit == "it/s" or unit == b"it/s" else (1 / value if value else None)
+
+
 def _progress(draw: Draw) -> Progress:
-    # int() and float() read bytes as they read text: a draw from the bulk path is not decoded
     step, (_, total, _, eta, rate, unit, loss), (known_total, offset, epoch, epochs) = draw
-    it_per_s = None
-    if rate != "?" and rate != b"?":
-        value = float(rate)
-        it_per_s = value if unit == "it/s" or unit == b"it/s" else (1 / value if value else None)
     total = known_total or offset + int(total)
-    return progress(step, total, epoch, epochs, float(loss) if loss else None, None, it_per_s, _seconds(eta))
+    return progress(
+        step, total, epoch, epochs, float(loss) if loss else None, None, _it_per_s(rate, unit), _seconds(eta)
+    )
 
 
 class KohyaLogParser:
