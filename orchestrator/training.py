@@ -256,10 +256,10 @@ def _run(
         parsing.parser = backend.parser(rendered)
         watcher = RunWatcher(rendered.watched, job.sampling.prompts)
 
-        numpy_loading = False
+        numpy_loading = finishing_loaded = False
 
         def on_output(stream: str, data: bytes) -> None:
-            nonlocal numpy_loading
+            nonlocal numpy_loading, finishing_loaded
             if not numpy_loading:
                 # numpy, which finishing the LoRA needs (~0.1 s to import), loads while the trainer runs, not after
                 # it has exited, and not beside the trainer's own start-up imports either (on 2 cores the two
@@ -268,6 +268,11 @@ def _run(
                 numpy_loading = True
                 threading.Thread(target=importlib.import_module, args=("numpy",), daemon=True).start()
             parsing.output(stream, data)
+            if not finishing_loaded and sink.last_progress is not None:
+                # the rest of what finishing the LoRA imports (~20 ms), here once training runs (numpy has loaded by
+                # then): time a run's end would otherwise add after the trainer's exit
+                finishing_loaded = True
+                importlib.import_module("orchestrator.lora.finalize")
             for event in watcher.poll():
                 sink.emit(event)
 
